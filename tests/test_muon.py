@@ -1,0 +1,97 @@
+"""`muon_jax`: which leaves get Muon, what each optimizer part does, and the applied rates."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import muon_jax
+import train_snake_purejaxrl_impl as impl
+
+
+def grads_like(params, seed=0):
+    leaves, tree = jax.tree.flatten(params)
+    keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+    return jax.tree.unflatten(tree, [jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+
+
+def test_labels_of_a_plain_dense_layer():
+    params = {"Dense_0": {"kernel": jnp.zeros((32, 64)), "bias": jnp.zeros(64)}}
+    assert muon_jax.muon_labels(params) == {"Dense_0": {"kernel": "muon", "bias": "adam"}}
+
+
+def test_actor_critic_hidden_matrices_get_muon_and_heads_and_biases_get_adam():
+    config = impl.validate_config({"GRID_SIZE": 6, "TORSO": "separate"})
+    network = impl.make_network(config)
+    params = network.init(jax.random.PRNGKey(0), jnp.zeros((1, 6, 6, 4)), jnp.ones((1, 4), bool))
+    flat = jax.tree_util.tree_flatten_with_path(muon_jax.muon_labels(params))[0]
+    labels = {jax.tree_util.keystr(path): label for path, label in flat}
+    for path, label in labels.items():
+        hidden_kernel = "trunk" in path and "kernel" in path
+        assert label == ("muon" if hidden_kernel else "adam"), path
+    assert sum(label == "muon" for label in labels.values()) == 4  # 2 layers x 2 trunks
+
+
+def test_conv_kernels_are_orthogonalized_as_matrices():
+    params = {"Conv_0": {"kernel": jnp.zeros((3, 3, 4, 8))}, "Dense_0": {"bias": jnp.zeros(8)}}
+    assert muon_jax.muon_labels(params)["Conv_0"]["kernel"] == "muon"
+    tx = muon_jax.multi_transform_with_muon(0.1, 1e-3)
+    updates, _ = tx.update(grads_like(params), tx.init(params), params)
+    matrix = np.asarray(updates["Conv_0"]["kernel"]).reshape(36, 8) / -0.1
+    singular = np.linalg.svd(matrix, compute_uv=False)
+    assert updates["Conv_0"]["kernel"].shape == (3, 3, 4, 8)
+    assert 0.3 < singular.min() and singular.max() < 1.6  # Newton-Schulz: near-orthogonal
+
+
+def test_muon_part_orthogonalizes_and_aux_part_is_plain_adam():
+    params = {"hidden": {"kernel": jnp.ones((16, 64)), "bias": jnp.ones(64)}}
+    grads = grads_like(params)
+    tx = muon_jax.multi_transform_with_muon(0.02, 1e-3)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    # optax scales a (16, 64) update by sqrt(fan_out / fan_in) = 2 on top of orthogonalization.
+    update = np.asarray(updates["hidden"]["kernel"]) / (-0.02 * 2.0)
+    singular = np.linalg.svd(update, compute_uv=False)
+    assert 0.3 < singular.min() and singular.max() < 1.6
+    adam = optax.adam(1e-3)
+    expected, _ = adam.update(grads["hidden"]["bias"], adam.init(params["hidden"]["bias"]))
+    np.testing.assert_allclose(updates["hidden"]["bias"], expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0])
+def test_muon_step_size_scales_with_its_learning_rate_only(scale):
+    params = {"hidden": {"kernel": jnp.ones((16, 16)), "bias": jnp.ones(16)}}
+    grads = grads_like(params)
+    base = muon_jax.multi_transform_with_muon(0.01, 1e-3)
+    scaled = muon_jax.multi_transform_with_muon(0.01 * scale, 1e-3)
+    u_base, _ = base.update(grads, base.init(params), params)
+    u_scaled, _ = scaled.update(grads, scaled.init(params), params)
+    np.testing.assert_allclose(
+        u_scaled["hidden"]["kernel"], scale * u_base["hidden"]["kernel"], rtol=1e-5
+    )
+    np.testing.assert_allclose(u_scaled["hidden"]["bias"], u_base["hidden"]["bias"], rtol=1e-6)
+
+
+def test_learning_rates_accept_schedules_and_report_what_was_applied():
+    params = {"hidden": {"kernel": jnp.ones((8, 8)), "bias": jnp.ones(8)}}
+    muon_sched = optax.linear_schedule(0.02, 0.0, 4)
+    aux_sched = lambda count: 1e-3 / (1.0 + count)  # noqa: E731
+    tx = muon_jax.chain_with_muon(muon_sched, aux_sched, max_grad_norm=1.0)
+    state = tx.init(params)
+    for count in range(4):
+        _, state = tx.update(grads_like(params, count), state, params)
+        rates = muon_jax.applied_learning_rates(state)
+        assert float(rates["muon"]) == pytest.approx(float(muon_sched(count)))
+        assert float(rates["adam"]) == pytest.approx(1e-3 / (1.0 + count))
+
+
+def test_adam_chain_clips_gradients_and_reports_its_rate():
+    params = {"w": jnp.zeros(3)}
+    tx = muon_jax.chain_with_adam(0.1, max_grad_norm=1.0)
+    state = tx.init(params)
+    _, state = tx.update({"w": jnp.array([300.0, 400.0, 0.0])}, state, params)
+    assert muon_jax.applied_learning_rates(state) == {"adam": pytest.approx(0.1)}
+    clip_state = state[0]
+    assert isinstance(clip_state, optax.EmptyState)  # clipping first, Adam second
+    adam_mu = optax.tree_utils.tree_get(state, "mu")
+    np.testing.assert_allclose(adam_mu["w"], 0.1 * np.array([0.6, 0.8, 0.0]), rtol=1e-5)

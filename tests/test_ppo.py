@@ -1,0 +1,208 @@
+"""PPO in `train_snake_purejaxrl_impl`: config checks, entry points, GAE, truncation, the view."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import train_snake_purejaxrl_impl as impl
+from snake_env import SnakeEnv
+
+TINY = {
+    "GRID_SIZE": 6,
+    "NUM_ENVS": 8,
+    "NUM_STEPS": 16,
+    "TOTAL_TIMESTEPS": 8 * 16 * 3,
+    "UPDATE_EPOCHS": 2,
+    "NUM_MINIBATCHES": 4,
+    "HIDDEN_SIZES": (32, 32),
+    "ANNEAL_LR": True,
+}
+EXPECTED_METRICS = {
+    "learning_rate", "total_loss", "value_loss", "actor_loss", "entropy", "approx_kl",
+    "clip_frac", "grad_norm", "episode_return", "episode_length", "episode_score",
+    "episode_score_max", "episodes", "env_steps",
+}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- config
+def test_num_updates_is_derived_from_the_budget():
+    cfg = impl.validate_config({"NUM_ENVS": 4, "NUM_STEPS": 10, "TOTAL_TIMESTEPS": 95})
+    assert cfg["NUM_UPDATES"] == 2 and cfg["MINIBATCH_SIZE"] == 40 // cfg["NUM_MINIBATCHES"]
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ({"NUM_ENVS": 0}, "NUM_ENVS"),
+        ({"LR": -1.0}, "LR"),
+        ({"GRID_SIZE": 2}, "GRID_SIZE"),
+        ({"NUM_MINIBATCHES": 7}, "NUM_MINIBATCHES"),
+        ({"TOTAL_TIMESTEPS": 100}, "TOTAL_TIMESTEPS"),
+        ({"GAMMA": 1.5}, "GAMMA"),
+        ({"VIEW": "pixels"}, "VIEW"),
+        ({"HIDDEN_SIZES": ()}, "HIDDEN_SIZES"),
+        ({"NUM_STEPS": 2.5}, "NUM_STEPS"),
+        ({"LEARNING_RATE": 1e-3}, "LEARNING_RATE"),
+    ],
+)
+def test_bad_config_raises_value_error_naming_the_key(override, key):
+    with pytest.raises(ValueError, match=key):
+        impl.validate_config(override)
+
+
+# --------------------------------------------------------------------------- entry points
+@pytest.mark.parametrize("use_muon", [False, True])
+def test_the_three_entry_points_give_the_same_metrics(use_muon):
+    config = {**TINY, "USE_MUON": use_muon}
+    key = jax.random.PRNGKey(1)
+    scanned = jax.jit(impl.make_train(config))(key)["metrics"]
+
+    init, step = impl.make_train_step(config)
+    runner, stepped = init(key), []
+    for _ in range(3):
+        runner, metrics = step(runner)
+        stepped.append(metrics)
+
+    rows = []
+    jax.block_until_ready(jax.jit(impl.make_train_with_callback(config, rows.append))(key))
+
+    assert set(scanned) == EXPECTED_METRICS | ({"aux_learning_rate"} if use_muon else set())
+    assert [int(r["update"]) for r in rows] == [1, 2, 3]
+    for name, values in scanned.items():
+        assert values.shape[0] == 3, name
+        assert np.all(np.isfinite(values)), name
+        np.testing.assert_allclose(values, [m[name] for m in stepped], rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(values, [r[name] for r in rows], rtol=1e-5, err_msg=name)
+    np.testing.assert_array_equal(scanned["env_steps"], [128, 256, 384])
+
+
+def test_training_vmaps_over_seeds_in_one_compile():
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    batched = jax.jit(jax.vmap(impl.make_train(TINY)))(keys)["metrics"]
+    single = jax.jit(impl.make_train(TINY))(keys[1])["metrics"]
+    np.testing.assert_allclose(batched["total_loss"][1], single["total_loss"], rtol=1e-4)
+    assert not np.allclose(batched["total_loss"][0], batched["total_loss"][1])
+
+
+# --------------------------------------------------------------------------- GAE
+def test_gae_matches_a_plain_loop_and_stops_at_episode_ends():
+    rng = np.random.default_rng(0)
+    steps, envs, gamma, lam = 7, 3, 0.9, 0.8
+    reward, value = rng.normal(size=(steps, envs)), rng.normal(size=(steps, envs))
+    done = rng.random((steps, envs)) < 0.3
+    last_value = rng.normal(size=envs)
+    rollout = impl.Transition(*[None] * len(impl.Transition._fields))._replace(
+        reward=jnp.asarray(reward), value=jnp.asarray(value), done=jnp.asarray(done)
+    )
+    advantages, targets = impl.compute_gae(rollout, jnp.asarray(last_value), gamma, lam)
+
+    expected = np.zeros((steps, envs))
+    gae, next_value = np.zeros(envs), last_value
+    for t in reversed(range(steps)):
+        delta = reward[t] + gamma * next_value * (1 - done[t]) - value[t]
+        gae = delta + gamma * lam * (1 - done[t]) * gae
+        expected[t], next_value = gae, value[t]
+    np.testing.assert_allclose(advantages, expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(targets, expected + value, rtol=1e-5, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- rollout
+def test_truncated_games_bootstrap_from_the_value_of_their_last_observation():
+    parts = impl.make_parts(TINY)
+    parts = parts._replace(env=SnakeEnv(6, starvation_steps=1))  # every move truncates
+    runner = impl.init_runner(parts, jax.random.PRNGKey(0))
+    _, transition = impl.env_step(parts, runner, None)
+    assert transition.done.all()
+    # Re-play the same step to get the final observations and their values.
+    key, key_action, key_env = jax.random.split(runner.key, 3)
+    env_keys = jax.random.split(key_env, TINY["NUM_ENVS"])
+    _, _, reward, _, info = jax.vmap(parts.env.step)(env_keys, runner.env_state, transition.action)
+    _, final_value = parts.network.apply(runner.params, info["final_obs"], transition.mask)
+    truncated = np.asarray(info["truncated"])
+    assert truncated.any()
+    expected = np.asarray(reward) + parts.config["GAMMA"] * np.asarray(final_value) * truncated
+    np.testing.assert_allclose(transition.reward, expected, rtol=1e-5, atol=1e-6)
+    assert np.any(np.abs(np.asarray(final_value)[truncated]) > 0)  # the bootstrap is not zero
+
+
+def test_masked_policy_never_picks_a_move_that_dies_when_another_survives():
+    config = impl.validate_config(
+        {**TINY, "NUM_ENVS": 64, "NUM_STEPS": 64, "TOTAL_TIMESTEPS": 4096}
+    )
+    parts = impl.make_parts(config)
+    parts = parts._replace(env=SnakeEnv(6, starvation_steps=10_000))  # every `done` is a death
+    runner = impl.init_runner(parts, jax.random.PRNGKey(0))
+    _, rollout = jax.jit(functools.partial(impl.collect_rollout, parts))(runner)
+    chosen_allowed = np.take_along_axis(
+        np.asarray(rollout.mask), np.asarray(rollout.action)[..., None], -1
+    )
+    assert chosen_allowed.all()
+    # Deaths still happen, but only when every move dies (the mask then allows all four).
+    died = np.asarray(rollout.done)
+    assert died.any() and np.asarray(rollout.mask)[died].all()
+
+
+# --------------------------------------------------------------------------- egocentric view
+def random_states(grid_size, n, steps, seed=0):
+    env = SnakeEnv(grid_size)
+    keys = jax.random.split(jax.random.PRNGKey(seed), n)
+    _, state = jax.vmap(env.reset)(keys)
+    for t in range(steps):
+        mask = jax.vmap(env.action_mask)(state)
+        action = jnp.argmax(mask * jax.random.uniform(jax.random.PRNGKey(t), mask.shape), -1)
+        _, state, *_ = jax.vmap(env.step)(jax.random.split(keys[t % n], n), state, action)
+    return env, state
+
+
+def test_heading_is_read_correctly_from_the_observation():
+    env, state = random_states(7, 64, 12)
+    obs = jax.vmap(env.observation)(state)
+    head, heading = impl.heading_of(obs)
+    np.testing.assert_array_equal(head, state.head)
+    np.testing.assert_array_equal(heading, state.direction)
+
+
+def test_egocentric_view_is_the_same_for_a_rotated_board():
+    env, state = random_states(7, 32, 10, seed=3)
+    obs = jax.vmap(env.observation)(state)
+    rotated = jnp.rot90(obs, k=1, axes=(1, 2))  # the whole board turned a quarter, left
+    view, heading = impl.egocentric_view(obs)
+    view_rotated, heading_rotated = impl.egocentric_view(rotated)
+    np.testing.assert_array_equal(view, view_rotated)
+    np.testing.assert_array_equal((heading - 1) % 4, heading_rotated)  # right turns to up
+    centre = view.shape[1] // 2
+    assert (view[:, centre, centre, 0] == 1).all()  # the head sits in the centre
+    assert (view[:, centre + 1, centre, 3] > 0).all()  # the neck is right behind it
+
+
+def test_relative_action_scores_map_to_absolute_moves():
+    relative = jnp.array([[10.0, 11.0, 12.0, 13.0]] * 4)  # ahead, right, back, left
+    heading = jnp.arange(4)
+    absolute = np.asarray(impl.to_absolute(relative, heading))
+    for h in range(4):
+        assert absolute[h, h] == 10.0  # ahead is the heading
+        assert absolute[h, (h + 1) % 4] == 11.0  # right of the heading
+        assert absolute[h, (h + 2) % 4] == 12.0
+
+
+# --------------------------------------------------------------------------- learning
+def test_a_short_run_on_8x8_learns_far_beyond_a_random_policy():
+    config = {
+        "GRID_SIZE": 8,
+        "NUM_ENVS": 64,
+        "NUM_STEPS": 64,
+        "TOTAL_TIMESTEPS": 64 * 64 * 60,
+        "NUM_MINIBATCHES": 4,
+        "HIDDEN_SIZES": (128, 128),
+        "ANNEAL_LR": True,
+        "LR": 1e-3,
+    }
+    metrics = jax.jit(impl.make_train(config))(jax.random.PRNGKey(0))["metrics"]
+    scores, episodes = np.asarray(metrics["episode_score"]), np.asarray(metrics["episodes"])
+    first = np.average(scores[:5], weights=np.maximum(episodes[:5], 1))
+    last = np.average(scores[-10:], weights=np.maximum(episodes[-10:], 1))
+    assert first < 1.0  # a near-random policy eats less than one food a game
+    assert last > 5.0, (first, last)
