@@ -60,8 +60,12 @@ _POSITIVE_INTS = ("NUM_ENVS", "NUM_STEPS", "TOTAL_TIMESTEPS", "UPDATE_EPOCHS", "
 _POSITIVE_FLOATS = ("LR", "MUON_LR", "AUX_ADAM_LR", "CLIP_EPS", "MAX_GRAD_NORM")
 _UNIT_FLOATS = ("GAMMA", "GAE_LAMBDA", "MUON_MOMENTUM")  # in [0, 1]
 _NONNEGATIVE_FLOATS = ("ENT_COEF", "VF_COEF")
-_CHOICES = {"VIEW": ("egocentric", "board"), "TORSO": ("shared", "separate")}
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
+CHOICES = {
+    "VIEW": ("egocentric", "board"),
+    "TORSO": ("shared", "separate"),
+    "ACTIVATION": tuple(_ACTIVATIONS),
+}
 
 
 def _is_number(value: Any) -> bool:
@@ -91,10 +95,14 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
             if not _is_number(cfg[key]) or not np.isfinite(cfg[key]) or not ok(cfg[key]):
                 raise ValueError(f"{key} must be {allowed}, got {cfg[key]!r}")
             cfg[key] = float(cfg[key])
+    seed = cfg["SEED"]
+    if not _is_number(seed) or int(seed) != seed or not 0 <= seed < 2**32:
+        raise ValueError(f"SEED must be an integer in [0, 2**32), got {seed!r}")
+    cfg["SEED"] = int(seed)
     grid = cfg["GRID_SIZE"]
     if not _is_number(grid) or int(grid) != grid or not MIN_GRID <= grid <= MAX_GRID:
         raise ValueError(f"GRID_SIZE must be an integer in [{MIN_GRID}, {MAX_GRID}], got {grid!r}")
-    for key, choices in {**_CHOICES, "ACTIVATION": tuple(_ACTIVATIONS)}.items():
+    for key, choices in CHOICES.items():
         if cfg[key] not in choices:
             raise ValueError(f"{key} must be one of {choices}, got {cfg[key]!r}")
     sizes = cfg["HIDDEN_SIZES"]
