@@ -1,6 +1,9 @@
 """PPO in `train_snake_purejaxrl_impl`: config checks, entry points, GAE, truncation, the view."""
 
 import functools
+import subprocess
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -85,6 +88,23 @@ def test_training_vmaps_over_seeds_in_one_compile():
     single = jax.jit(impl.make_train(TINY))(keys[1])["metrics"]
     np.testing.assert_allclose(batched["total_loss"][1], single["total_loss"], rtol=1e-4)
     assert not np.allclose(batched["total_loss"][0], batched["total_loss"][1])
+
+
+def test_vmapped_training_with_256_envs_does_not_hang():
+    """Regression: XLA:CPU's concurrency-optimized scheduler deadlocked on exactly this."""
+    code = (
+        "import jax, train_snake_purejaxrl_impl as impl\n"
+        "cfg = {'NUM_ENVS': 256, 'NUM_STEPS': 8, 'TOTAL_TIMESTEPS': 2048, 'NUM_MINIBATCHES': 4}\n"
+        "keys = jax.random.split(jax.random.PRNGKey(0), 2)\n"
+        "out = jax.jit(jax.vmap(impl.make_train(cfg)))(keys)\n"
+        "print(jax.device_get(out['metrics']['env_steps']).tolist())\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "[[2048], [2048]]"
 
 
 # --------------------------------------------------------------------------- GAE
@@ -173,9 +193,12 @@ def test_egocentric_view_is_the_same_for_a_rotated_board():
     view_rotated, heading_rotated = impl.egocentric_view(rotated)
     np.testing.assert_array_equal(view, view_rotated)
     np.testing.assert_array_equal((heading - 1) % 4, heading_rotated)  # right turns to up
-    centre = view.shape[1] // 2
-    assert (view[:, centre, centre, 0] == 1).all()  # the head sits in the centre
-    assert (view[:, centre + 1, centre, 3] > 0).all()  # the neck is right behind it
+    centre, order = view.shape[1] // 2, 1
+    assert view.shape[1:] == (13, 13, 3)
+    assert (view[:, centre, centre, order] == 1).all()  # the head sits in the centre
+    neck = view[:, centre + 1, centre, order]
+    assert (neck > view[:, centre, centre - 1, order]).all()  # right behind it: the neck
+    assert (neck > view[:, centre - 1, centre, order]).all()
 
 
 def test_relative_action_scores_map_to_absolute_moves():
@@ -204,5 +227,6 @@ def test_a_short_run_on_8x8_learns_far_beyond_a_random_policy():
     scores, episodes = np.asarray(metrics["episode_score"]), np.asarray(metrics["episodes"])
     first = np.average(scores[:5], weights=np.maximum(episodes[:5], 1))
     last = np.average(scores[-10:], weights=np.maximum(episodes[-10:], 1))
-    assert first < 1.0  # a near-random policy eats less than one food a game
-    assert last > 5.0, (first, last)
+    # The first updates play a near-uniform masked policy (its logits start near zero).
+    assert first < 2.0
+    assert last > max(5.0, 4 * first), (first, last)
