@@ -32,7 +32,7 @@ def _path_names(path: tuple) -> list[str]:
 def muon_labels(params, head_names: tuple[str, ...] = HEAD_NAMES):
     """Pytree of "muon" | "adam" like `params`: >= 2-D weights of hidden layers get "muon";
     biases, norm scales and any leaf under a module whose name contains one of `head_names`
-    (the output heads) get "adam"."""
+    (the output heads by default; add names to keep more layers on Adam) get "adam"."""
 
     def label(path, leaf) -> str:
         is_head = any(h in name for name in _path_names(path) for h in head_names)

@@ -34,12 +34,13 @@ from flax import struct
 UP, RIGHT, DOWN, LEFT = 0, 1, 2, 3
 NUM_ACTIONS = 4
 NUM_CHANNELS = 4
+HEAD_CHANNEL, BODY_CHANNEL, FOOD_CHANNEL, ORDER_CHANNEL = 0, 1, 2, 3
 START_LENGTH = 3
 MIN_GRID, MAX_GRID = 4, 64
 
 # Row / column offsets of the four moves, indexed by action.
-_D_ROW = np.array([-1, 0, 1, 0], np.int32)
-_D_COL = np.array([0, 1, 0, -1], np.int32)
+MOVE_ROW = np.array([-1, 0, 1, 0], np.int32)
+MOVE_COL = np.array([0, 1, 0, -1], np.int32)
 
 
 # Random uint32 words drawn per reset/step: heading, row, column of a new snake, then the food cell.
@@ -211,7 +212,7 @@ class SnakeEnv:
         ignored (the snake goes straight), so allowing it would double-count going straight."""
         g = self.grid_size
         row, col = state.head // g, state.head % g
-        new_row, new_col = row + _D_ROW, col + _D_COL
+        new_row, new_col = row + MOVE_ROW, col + MOVE_COL
         inside = (new_row >= 0) & (new_row < g) & (new_col >= 0) & (new_col < g)
         target = jnp.clip(new_row, 0, g - 1) * g + jnp.clip(new_col, 0, g - 1)
         # Countdown 1 is the tail, which leaves this move unless we eat (and food is never on it).
@@ -240,7 +241,7 @@ class SnakeEnv:
         bits: (_NUM_DRAWS,) uint32 random words; this uses the first three."""
         g = self.grid_size
         direction = _uniform_below(bits[0], NUM_ACTIONS)
-        d_row, d_col = jnp.asarray(_D_ROW)[direction], jnp.asarray(_D_COL)[direction]
+        d_row, d_col = jnp.asarray(MOVE_ROW)[direction], jnp.asarray(MOVE_COL)[direction]
         # The body trails the head by up to 2 cells against the heading: keep that on the board.
         lo_row, lo_col = jnp.maximum(2 * d_row, 0), jnp.maximum(2 * d_col, 0)
         hi_row, hi_col = g + jnp.minimum(2 * d_row, 0), g + jnp.minimum(2 * d_col, 0)
@@ -285,8 +286,8 @@ class SnakeEnv:
         action = jnp.asarray(action, jnp.int32)
         legal = (action >= 0) & (action < NUM_ACTIONS) & (action != (state.direction + 2) % 4)
         direction = jnp.where(legal, action, state.direction)
-        row = state.head // g + jnp.asarray(_D_ROW)[direction]
-        col = state.head % g + jnp.asarray(_D_COL)[direction]
+        row = state.head // g + jnp.asarray(MOVE_ROW)[direction]
+        col = state.head % g + jnp.asarray(MOVE_COL)[direction]
         hit_wall = (row < 0) | (row >= g) | (col < 0) | (col >= g)
         head = jnp.clip(row, 0, g - 1) * g + jnp.clip(col, 0, g - 1)
         ate = (head == state.food) & ~hit_wall

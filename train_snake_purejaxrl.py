@@ -54,6 +54,7 @@ CONFIG_FLAGS = {
 SWITCHES = {  # --name / --no-name pairs
     "--anneal-lr": ("ANNEAL_LR", "anneal every learning rate linearly to 0 over the run"),
     "--action-masking": ("ACTION_MASKING", "never sample moves that die at once"),
+    "--muon-input-layer": ("MUON_INPUT_LAYER", "Muon also for the first layer (else aux Adam)"),
 }
 FLAG_OF_KEY = {key: flag for flag, (key, *_) in {**CONFIG_FLAGS, **SWITCHES}.items()}
 FLAG_OF_KEY.update({"USE_MUON": "--use-muon", "HIDDEN_SIZES": "--hidden-sizes"})

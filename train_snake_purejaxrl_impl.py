@@ -22,7 +22,18 @@ import optax
 from flax import struct
 
 import muon_jax
-from snake_env import MAX_GRID, MIN_GRID, NUM_ACTIONS, SnakeEnv, SnakeState
+from snake_env import (
+    FOOD_CHANNEL,
+    HEAD_CHANNEL,
+    MAX_GRID,
+    MIN_GRID,
+    MOVE_COL,
+    MOVE_ROW,
+    NUM_ACTIONS,
+    ORDER_CHANNEL,
+    SnakeEnv,
+    SnakeState,
+)
 
 # XLA:CPU's concurrency-optimized scheduler deadlocked (0% CPU, forever) on
 # jit(vmap(make_train)) with 256 envs and the egocentric network (jax 0.10.2); the default
@@ -55,6 +66,7 @@ def default_config() -> dict[str, Any]:
         "MUON_LR": 0.02,  # Muon learning rate
         "AUX_ADAM_LR": 2.5e-4,  # aux Adam learning rate (biases, heads) with Muon
         "MUON_MOMENTUM": 0.95,  # Muon's Nesterov momentum
+        "MUON_INPUT_LAYER": True,  # Muon also for the first layer (else aux Adam takes it)
         "GRID_SIZE": 12,  # board side
         "SEED": 0,  # PRNG seed
         "ACTION_MASKING": True,  # never sample moves that die at once (env.action_mask)
@@ -69,6 +81,7 @@ _POSITIVE_INTS = ("NUM_ENVS", "NUM_STEPS", "TOTAL_TIMESTEPS", "UPDATE_EPOCHS", "
 _POSITIVE_FLOATS = ("LR", "MUON_LR", "AUX_ADAM_LR", "CLIP_EPS", "MAX_GRAD_NORM")
 _UNIT_FLOATS = ("GAMMA", "GAE_LAMBDA", "MUON_MOMENTUM")  # in [0, 1]
 _NONNEGATIVE_FLOATS = ("ENT_COEF", "VF_COEF")
+_BOOLS = ("ANNEAL_LR", "USE_MUON", "ACTION_MASKING", "MUON_INPUT_LAYER")
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
 CHOICES = {
     "VIEW": ("egocentric", "board"),
@@ -104,6 +117,10 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
             if not _is_number(cfg[key]) or not np.isfinite(cfg[key]) or not ok(cfg[key]):
                 raise ValueError(f"{key} must be {allowed}, got {cfg[key]!r}")
             cfg[key] = float(cfg[key])
+    for key in _BOOLS:
+        if not isinstance(cfg[key], (bool, np.bool_)):
+            raise ValueError(f"{key} must be True or False, got {cfg[key]!r}")
+        cfg[key] = bool(cfg[key])
     seed = cfg["SEED"]
     if not _is_number(seed) or int(seed) != seed or not 0 <= seed < 2**32:
         raise ValueError(f"SEED must be an integer in [0, 2**32), got {seed!r}")
@@ -166,12 +183,10 @@ def heading_of(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
     """(head flat index, heading 0..3) of each observation `obs: (B, G, G, C)`; read from the
     head channel and the neck, the body-order maximum among the head's four neighbours."""
     batch, g = obs.shape[0], obs.shape[1]
-    head = jnp.argmax(obs[..., 0].reshape(batch, g * g), axis=-1)
-    row, col = head // g, head % g
-    d_row, d_col = np.array([-1, 0, 1, 0]), np.array([0, 1, 0, -1])
-    n_row, n_col = row[:, None] + d_row, col[:, None] + d_col
+    head = jnp.argmax(obs[..., HEAD_CHANNEL].reshape(batch, g * g), axis=-1)
+    n_row, n_col = (head // g)[:, None] + MOVE_ROW, (head % g)[:, None] + MOVE_COL
     inside = (n_row >= 0) & (n_row < g) & (n_col >= 0) & (n_col < g)
-    order = obs[..., 3].reshape(batch, g * g)
+    order = obs[..., ORDER_CHANNEL].reshape(batch, g * g)
     neighbour = jnp.clip(n_row, 0, g - 1) * g + jnp.clip(n_col, 0, g - 1)
     neck_order = jnp.where(inside, jnp.take_along_axis(order, neighbour, axis=1), -1.0)
     neck_side = jnp.argmax(neck_order, axis=-1)  # the move that would go back into the neck
@@ -181,7 +196,7 @@ def heading_of(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
 # Env channels the egocentric view keeps: food and body order. The head channel is constant in
 # this view (always the centre) and the body channel repeats `order > 0`; dropping both cut the
 # first layer by 40% and learned as fast per env step (bench/RESULTS.md).
-VIEW_CHANNELS = (2, 3)
+VIEW_CHANNELS = (FOOD_CHANNEL, ORDER_CHANNEL)
 
 
 def egocentric_view(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -208,15 +223,19 @@ def to_absolute(relative: jax.Array, heading: jax.Array) -> jax.Array:
     return jnp.take_along_axis(relative, (moves - heading[:, None]) % NUM_ACTIONS, axis=-1)
 
 
+INPUT_LAYER = "input_dense"  # the first layer's name: MUON_INPUT_LAYER=False keeps it on Adam
+
+
 class MLP(nn.Module):
     hidden_sizes: Sequence[int]
     activation: str
 
     @nn.compact
     def __call__(self, x):
-        for width in self.hidden_sizes:
+        for i, width in enumerate(self.hidden_sizes):
             init = nn.initializers.orthogonal(np.sqrt(2))
-            x = _ACTIVATIONS[self.activation](nn.Dense(width, kernel_init=init)(x))
+            name = INPUT_LAYER if i == 0 else f"hidden_dense_{i}"
+            x = _ACTIVATIONS[self.activation](nn.Dense(width, kernel_init=init, name=name)(x))
         return x
 
 
@@ -289,6 +308,12 @@ def aux_schedule(config: dict[str, Any]) -> optax.Schedule:
     return _schedule(config["AUX_ADAM_LR"], config)
 
 
+def muon_split(config: dict[str, Any]) -> Callable:
+    """Labels: Muon for hidden matrices, and for the input layer unless MUON_INPUT_LAYER is off."""
+    adam_names = muon_jax.HEAD_NAMES + (() if config["MUON_INPUT_LAYER"] else (INPUT_LAYER,))
+    return functools.partial(muon_jax.muon_labels, head_names=adam_names)
+
+
 def make_optimizer(config: dict[str, Any]) -> optax.GradientTransformation:
     if config["USE_MUON"]:
         return muon_jax.chain_with_muon(
@@ -297,6 +322,7 @@ def make_optimizer(config: dict[str, Any]) -> optax.GradientTransformation:
             config["MAX_GRAD_NORM"],
             beta=config["MUON_MOMENTUM"],
             aux_eps=1e-5,
+            labels=muon_split(config),
         )
     return muon_jax.chain_with_adam(linear_schedule(config), config["MAX_GRAD_NORM"])
 

@@ -49,11 +49,23 @@ def test_num_updates_is_derived_from_the_budget():
         ({"HIDDEN_SIZES": ()}, "HIDDEN_SIZES"),
         ({"NUM_STEPS": 2.5}, "NUM_STEPS"),
         ({"LEARNING_RATE": 1e-3}, "LEARNING_RATE"),
+        ({"ANNEAL_LR": "yes"}, "ANNEAL_LR"),
     ],
 )
 def test_bad_config_raises_value_error_naming_the_key(override, key):
     with pytest.raises(ValueError, match=key):
         impl.validate_config(override)
+
+
+def test_muon_input_layer_switch_moves_the_first_layer_to_adam():
+    shapes = {}
+    for on in (True, False):
+        parts = impl.make_parts({**TINY, "USE_MUON": True, "MUON_INPUT_LAYER": on})
+        params = impl.init_runner(parts, jax.random.PRNGKey(0)).params
+        labels = impl.muon_split(parts.config)(params)["params"]["trunk"]
+        shapes[on] = {name: leaf["kernel"] for name, leaf in labels.items()}
+    assert shapes[True] == {"input_dense": "muon", "hidden_dense_1": "muon"}
+    assert shapes[False] == {"input_dense": "adam", "hidden_dense_1": "muon"}
 
 
 # --------------------------------------------------------------------------- entry points
