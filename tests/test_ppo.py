@@ -89,8 +89,10 @@ def test_the_three_entry_points_give_the_same_metrics(use_muon):
     for name, values in scanned.items():
         assert values.shape[0] == 3, name
         assert np.all(np.isfinite(values)), name
-        np.testing.assert_allclose(values, [m[name] for m in stepped], rtol=1e-5, err_msg=name)
-        np.testing.assert_allclose(values, [r[name] for r in rows], rtol=1e-5, err_msg=name)
+        # Same numbers up to float32 re-association between differently compiled programs.
+        same = dict(rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(values, [m[name] for m in stepped], **same)
+        np.testing.assert_allclose(values, [r[name] for r in rows], **same)
     np.testing.assert_array_equal(scanned["env_steps"], [128, 256, 384])
 
 
