@@ -146,7 +146,9 @@ class Console:
         self.recent.append((row["episode_score"] * row["episodes"], row["episodes"]))
         self.best = max(self.best, row["episode_score_max"])
         now, done = time.perf_counter(), row["update"] == self.num_updates
-        if self.quiet or (now - self.last_print < 2.0 and not done):
+        # A terminal gets one line redrawn twice a second; a log file a line every 5 s.
+        interval = 0.5 if self.live else 5.0
+        if self.quiet or (now - self.last_print < interval and not done):
             return
         self.last_print = now
         rate = row["env_steps"] / max(now - self.start, 1e-9)

@@ -38,7 +38,7 @@ def wandb_records(cwd):
     runs = sorted((Path(cwd) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, runs
     out = subprocess.run(
-        ["wandb", "leet", "inspect", str(runs[0]), "--json"],
+        [sys.executable, "-m", "wandb", "leet", "inspect", str(runs[0]), "--json"],
         capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
     return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
