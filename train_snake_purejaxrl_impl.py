@@ -581,6 +581,26 @@ def update_step(parts: Parts, runner: RunnerState) -> tuple[RunnerState, dict[st
     return runner, metrics
 
 
+# ================================================================== reading scores (host side)
+
+
+def trailing_score(score: np.ndarray, episodes: np.ndarray, window: int) -> np.ndarray:
+    """Episode-weighted mean score over each update's last `window` updates; `(..., updates)`."""
+
+    def trailing_sum(x):
+        convolved = np.apply_along_axis(np.convolve, -1, x, np.ones(window))
+        return convolved[..., : x.shape[-1]]
+
+    return trailing_sum(score * episodes) / np.maximum(trailing_sum(episodes), 1)
+
+
+def final_score(score: np.ndarray, episodes: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    """Mean score over the episodes of the last `fraction` of updates (the headline number)."""
+    tail = slice(-max(1, int(score.shape[-1] * fraction)), None)
+    finished = episodes[..., tail]
+    return (score[..., tail] * finished).sum(-1) / np.maximum(finished.sum(-1), 1)
+
+
 # ================================================================== entry points
 
 

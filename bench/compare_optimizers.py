@@ -38,16 +38,8 @@ def run_seeds(config: dict, seeds: int) -> dict:
     metrics = jax.device_get(compiled(keys)["metrics"])
     seconds = time.perf_counter() - start
     score, episodes = metrics["episode_score"], metrics["episodes"]  # (seeds, updates)
-    window = max(1, score.shape[1] // 20)
-    kernel = np.ones(window)
-    smooth = np.stack(
-        [
-            np.convolve(s * e, kernel)[: len(s)] / np.maximum(np.convolve(e, kernel)[: len(s)], 1)
-            for s, e in zip(score, episodes)
-        ]
-    )
-    tail = slice(-max(1, score.shape[1] // 10), None)
-    final = (score[:, tail] * episodes[:, tail]).sum(1) / np.maximum(episodes[:, tail].sum(1), 1)
+    smooth = impl.trailing_score(score, episodes, window=max(1, score.shape[1] // 20))
+    final = impl.final_score(score, episodes)
     return {
         "env_steps": metrics["env_steps"][0],
         "score": smooth,

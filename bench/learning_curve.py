@@ -52,11 +52,7 @@ def run_curve(config: dict, window: int = 5) -> dict:
     steps = np.array([int(r["env_steps"]) for r in rows])
     scores = np.array([float(r["episode_score"]) for r in rows])
     episodes = np.array([int(r["episodes"]) for r in rows])
-    # Episode-weighted mean over a trailing window of updates.
-    kernel = np.ones(window)
-    weighted = np.convolve(scores * episodes, kernel)[: len(rows)]
-    counts = np.convolve(episodes, kernel)[: len(rows)]
-    smooth = weighted / np.maximum(counts, 1)
+    smooth = impl.trailing_score(scores, episodes, window)
     return {
         "env_steps": steps,
         "time": np.array([r["time"] for r in rows]),

@@ -244,3 +244,14 @@ def test_a_short_run_on_8x8_learns_far_beyond_a_random_policy():
     # The first updates play a near-uniform masked policy (its logits start near zero).
     assert first < 2.0
     assert last > max(5.0, 4 * first), (first, last)
+
+
+# --------------------------------------------------------------------------- score reading
+def test_scores_are_weighted_by_episodes_and_updates_without_episodes_count_nothing():
+    score = np.array([[10.0, 0.0, 30.0, 20.0]])
+    episodes = np.array([[1, 0, 3, 1]])
+    np.testing.assert_allclose(
+        impl.trailing_score(score, episodes, window=2), [[10.0, 10.0, 30.0, 27.5]]
+    )
+    np.testing.assert_allclose(impl.final_score(score, episodes, fraction=0.5), [27.5])
+    assert impl.final_score(np.zeros((1, 4)), np.zeros((1, 4)))[0] == 0.0  # never NaN
