@@ -34,6 +34,7 @@ CONFIG_FLAGS = {
     "--muon-lr": ("MUON_LR", float, "Muon learning rate for hidden weight matrices"),
     "--aux-adam-lr": ("AUX_ADAM_LR", float, "aux Adam learning rate for biases and heads"),
     "--muon-momentum": ("MUON_MOMENTUM", float, "Muon's Nesterov momentum"),
+    "--muon-ns-steps": ("MUON_NS_STEPS", int, "Newton-Schulz iterations per Muon update"),
     "--total-timesteps": ("TOTAL_TIMESTEPS", int, "env steps in the whole run"),
     "--num-envs": ("NUM_ENVS", int, "games played in parallel"),
     "--num-steps": ("NUM_STEPS", int, "moves per game per update"),

@@ -66,6 +66,7 @@ def default_config() -> dict[str, Any]:
         "MUON_LR": 0.02,  # Muon learning rate
         "AUX_ADAM_LR": 2.5e-4,  # aux Adam learning rate (biases, heads) with Muon
         "MUON_MOMENTUM": 0.95,  # Muon's Nesterov momentum
+        "MUON_NS_STEPS": 5,  # Newton-Schulz iterations per Muon update (cost grows linearly)
         "MUON_INPUT_LAYER": True,  # Muon also for the first layer (else aux Adam takes it)
         "GRID_SIZE": 12,  # board side
         "SEED": 0,  # PRNG seed
@@ -77,7 +78,14 @@ def default_config() -> dict[str, Any]:
     }
 
 
-_POSITIVE_INTS = ("NUM_ENVS", "NUM_STEPS", "TOTAL_TIMESTEPS", "UPDATE_EPOCHS", "NUM_MINIBATCHES")
+_POSITIVE_INTS = (
+    "NUM_ENVS",
+    "NUM_STEPS",
+    "TOTAL_TIMESTEPS",
+    "UPDATE_EPOCHS",
+    "NUM_MINIBATCHES",
+    "MUON_NS_STEPS",
+)
 _POSITIVE_FLOATS = ("LR", "MUON_LR", "AUX_ADAM_LR", "CLIP_EPS", "MAX_GRAD_NORM")
 _UNIT_FLOATS = ("GAMMA", "GAE_LAMBDA", "MUON_MOMENTUM")  # in [0, 1]
 _NONNEGATIVE_FLOATS = ("ENT_COEF", "VF_COEF")
@@ -321,6 +329,7 @@ def make_optimizer(config: dict[str, Any]) -> optax.GradientTransformation:
             aux_schedule(config),
             config["MAX_GRAD_NORM"],
             beta=config["MUON_MOMENTUM"],
+            ns_steps=config["MUON_NS_STEPS"],
             aux_eps=1e-5,
             labels=muon_split(config),
         )

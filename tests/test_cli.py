@@ -147,6 +147,7 @@ def test_progress_lines_show_updates_speed_score_and_learning_rate(tmp_path):
             "--total-timesteps",
         ),
         (["--wandb-mode", "sometimes"], "--wandb-mode"),
+        (["--muon-ns-steps", "0"], "--muon-ns-steps"),
     ],
 )
 def test_bad_input_exits_with_one_line_naming_the_flag(tmp_path, args, flag):
@@ -161,6 +162,7 @@ def test_bad_input_exits_with_one_line_naming_the_flag(tmp_path, args, flag):
 def test_help_documents_every_flag_with_its_default(tmp_path):
     proc = run_cli(["--help"], tmp_path)
     flags = ["--lr", "--anneal-lr", "--no-anneal-lr", "--use-muon", "--muon-lr", "--aux-adam-lr",
+             "--muon-ns-steps",
              "--total-timesteps", "--num-envs", "--num-steps", "--update-epochs",
              "--num-minibatches", "--gamma", "--gae-lambda", "--clip-eps", "--ent-coef",
              "--vf-coef", "--max-grad-norm", "--grid-size", "--seed", "--wandb",

@@ -50,6 +50,7 @@ def test_num_updates_is_derived_from_the_budget():
         ({"NUM_STEPS": 2.5}, "NUM_STEPS"),
         ({"LEARNING_RATE": 1e-3}, "LEARNING_RATE"),
         ({"ANNEAL_LR": "yes"}, "ANNEAL_LR"),
+        ({"MUON_NS_STEPS": 0}, "MUON_NS_STEPS"),
     ],
 )
 def test_bad_config_raises_value_error_naming_the_key(override, key):
@@ -66,6 +67,21 @@ def test_muon_input_layer_switch_moves_the_first_layer_to_adam():
         shapes[on] = {name: leaf["kernel"] for name, leaf in labels.items()}
     assert shapes[True] == {"input_dense": "muon", "hidden_dense_1": "muon"}
     assert shapes[False] == {"input_dense": "adam", "hidden_dense_1": "muon"}
+
+
+def test_muon_ns_steps_sets_how_far_updates_are_orthogonalized():
+    """Newton-Schulz pushes every singular value of a Muon update towards 1: one step leaves
+    them all below 0.75 (from a Frobenius-normalized start), five lift them all above 0.65."""
+    singular = {}
+    for steps in (1, 5):
+        parts = impl.make_parts({**TINY, "USE_MUON": True, "MUON_NS_STEPS": steps})
+        params = impl.init_runner(parts, jax.random.PRNGKey(0)).params
+        grads = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
+        updates, _ = parts.optimizer.update(grads, parts.optimizer.init(params), params)
+        kernel = np.asarray(updates["params"]["trunk"]["input_dense"]["kernel"])  # 363 x 32
+        singular[steps] = np.linalg.svd(kernel, compute_uv=False) / parts.config["MUON_LR"]
+    assert singular[1].max() < 0.75
+    assert singular[5].min() > 0.65
 
 
 # --------------------------------------------------------------------------- entry points
