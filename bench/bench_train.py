@@ -1,7 +1,10 @@
 """Training throughput: env-steps/s (steady state, compile apart) and achieved FLOP/s vs peak.
 
     python bench/bench_train.py                 # default config (Adam, Muon) + the anchor's net
-    python bench/bench_train.py --updates 10
+    python bench/bench_train.py --case "USE_MUON=True MUON_NS_STEPS=2"   # and more cases
+
+Cases are compiled first, then timed in interleaved rounds (--rounds x --updates each); the
+figure is the median update, and "vs Adam" is each case's env-steps/s over the default Adam's.
 
 FLOPs come from XLA's cost analysis of the pieces of one update analysed OUTSIDE any loop (a
 scan body is counted once, not per trip): a policy forward on NUM_ENVS observations (x NUM_STEPS
@@ -14,14 +17,18 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from learning_curve import parse_sets  # noqa: E402
+
 import train_snake_purejaxrl_impl as impl  # noqa: E402
 
 ANCHOR_NET = {  # the anchor's PureJaxRL-style agent: flat board, separate 2x256 tanh MLPs
@@ -84,48 +91,61 @@ def flops_per_update(parts: impl.Parts, runner: impl.RunnerState) -> float:
     return forward * (cfg["NUM_STEPS"] + 1) + steps * (backward + optimizer)
 
 
-def measure(config: dict, updates: int) -> dict:
+def compile_case(config: dict) -> dict:
+    """Build, initialise and run the first (compiling) update of one case."""
     parts = impl.make_parts(config)
     init, step = impl.make_train_step(config)
     start = time.perf_counter()
-    runner = init(jax.random.PRNGKey(0))
-    runner, metrics = step(runner)
+    runner, metrics = step(init(jax.random.PRNGKey(0)))
     jax.block_until_ready(metrics)
     compile_s = time.perf_counter() - start
-    start = time.perf_counter()
+    return {"parts": parts, "step": step, "runner": runner, "compile_s": compile_s, "seconds": []}
+
+
+def time_updates(case: dict, updates: int) -> None:
+    """Run `updates` more updates of `case`, appending each one's wall-clock seconds."""
     for _ in range(updates):
-        runner, metrics = step(runner)
-    jax.block_until_ready(metrics)
-    seconds = (time.perf_counter() - start) / updates
-    cfg = parts.config
+        start = time.perf_counter()
+        case["runner"], metrics = case["step"](case["runner"])
+        jax.block_until_ready(metrics)
+        case["seconds"].append(time.perf_counter() - start)
+
+
+def summarize(case: dict) -> dict:
+    """Median s/update (robust to the other jobs of a shared machine) and what follows from it."""
+    cfg, seconds = case["parts"].config, float(np.median(case["seconds"]))
     return {
         "env_steps_per_s": cfg["NUM_ENVS"] * cfg["NUM_STEPS"] / seconds,
-        "flops_per_s": flops_per_update(parts, runner) / seconds,
-        "compile_s": compile_s,
+        "flops_per_s": flops_per_update(case["parts"], case["runner"]) / seconds,
+        "compile_s": case["compile_s"],
         "s_per_update": seconds,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--updates", type=int, default=8, help="timed updates per case")
+    parser.add_argument("--updates", type=int, default=3, help="timed updates per case per round")
+    parser.add_argument("--rounds", type=int, default=4, help="rounds over all cases")
+    parser.add_argument("--case", action="append", default=[], help='more: "KEY=VALUE ..."')
     args = parser.parse_args()
+    cases = {**CASES, **{extra: parse_sets(shlex.split(extra)) for extra in args.case}}
     peak = matmul_peak_flops()
     device = jax.devices()[0].platform
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on "
           f"{device}; fp32 2048x2048 matmul peak {peak / 1e9:.0f} GFLOP/s")  # fmt: skip
-    print(f"command: python {' '.join(sys.argv)}\n")
-    print("| case | env-steps/s | s/update | compile+1st update s | GFLOP/s | of peak |")
-    print("|---|---|---|---|---|---|")
-    results = {}
-    for name, overrides in CASES.items():
-        r = measure(overrides, args.updates)
-        results[name] = r
-        print(f"| {name} | {r['env_steps_per_s']:,.0f} | {r['s_per_update']:.2f} | "
+    print(f"command: python {shlex.join(sys.argv)}\n")
+    compiled = {name: compile_case(overrides) for name, overrides in cases.items()}
+    for _ in range(args.rounds):  # interleaved, so a burst of load hits every case alike
+        for case in compiled.values():
+            time_updates(case, args.updates)
+    print("| case | env-steps/s | s/update | compile+1st update s | GFLOP/s | of peak | vs Adam |")
+    print("|---|---|---|---|---|---|---|")
+    results = {name: summarize(case) for name, case in compiled.items()}
+    adam = results["default, Adam"]["env_steps_per_s"]
+    for name, r in results.items():
+        print(f"| {name} | {r['env_steps_per_s']:,.0f} | {r['s_per_update']:.3f} | "
               f"{r['compile_s']:.1f} | {r['flops_per_s'] / 1e9:.0f} | "
-              f"{r['flops_per_s'] / peak:.0%} |")  # fmt: skip
-    adam, muon = results["default, Adam"], results["default, Muon"]
-    print(f"\nMuon / Adam speed: {muon['env_steps_per_s'] / adam['env_steps_per_s']:.2f}")
+              f"{r['flops_per_s'] / peak:.0%} | {r['env_steps_per_s'] / adam:.3f} |")  # fmt: skip
 
 
 if __name__ == "__main__":
