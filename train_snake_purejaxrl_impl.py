@@ -45,6 +45,9 @@ if _XLA_FIX.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
 
 # ================================================================== config
 
+# 2x128 beat 2x256 in score and speed (bench/RESULTS.md, "Trunk width"); 2x64 learned worse.
+HIDDEN_SIZES = (128, 128)
+
 
 def default_config() -> dict[str, Any]:
     """Every hyperparameter, PureJaxRL's upper-case names; NUM_UPDATES is derived."""
@@ -73,7 +76,7 @@ def default_config() -> dict[str, Any]:
         "ACTION_MASKING": True,  # never sample moves that die at once (env.action_mask)
         "VIEW": "egocentric",  # "egocentric" (head-centred, heading-up) or "board" (as the env)
         "TORSO": "shared",  # "shared" actor-critic trunk or "separate" networks
-        "HIDDEN_SIZES": (256, 256),  # MLP layer widths
+        "HIDDEN_SIZES": HIDDEN_SIZES,  # MLP layer widths
         "ACTIVATION": "tanh",  # "tanh" or "relu"
     }
 
@@ -254,7 +257,7 @@ class ActorCritic(nn.Module):
     "board": the MLP sees the board as the env gives it. torso "shared": one trunk, two heads.
     Masked moves get a logit of -1e9 (never -inf, which would make the entropy NaN)."""
 
-    hidden_sizes: Sequence[int] = (256, 256)
+    hidden_sizes: Sequence[int] = HIDDEN_SIZES
     view: str = "egocentric"
     torso: str = "shared"
     activation: str = "tanh"

@@ -1,6 +1,6 @@
 """Adam vs Muon on the default agent: a small LR sweep each, then both at their best LR.
 
-    python bench/compare_optimizers.py                      # ~20 min on 2 CPU cores
+    python bench/compare_optimizers.py                      # ~14 min on 2 CPU cores
     python bench/compare_optimizers.py --seeds 4 --total-timesteps 2000000
 
 Seeds of one setting train together in one compile (`jax.vmap` over `make_train`). Scores are
