@@ -225,13 +225,13 @@ class SnakeEnv:
         cells = jnp.arange(self.grid_size**2, dtype=jnp.int32)
         body = state.body.astype(jnp.int32)
         head = cells == state.head
-        channels = [
-            head,
-            (body > 0) & ~head,
-            cells == state.food,
-            body.astype(jnp.float32) / state.length.astype(jnp.float32),
-        ]
-        obs = jnp.stack([c.astype(jnp.float32) for c in channels], axis=-1)
+        channels = {
+            HEAD_CHANNEL: head,
+            BODY_CHANNEL: (body > 0) & ~head,
+            FOOD_CHANNEL: cells == state.food,
+            ORDER_CHANNEL: body.astype(jnp.float32) / state.length.astype(jnp.float32),
+        }
+        obs = jnp.stack([channels[c].astype(jnp.float32) for c in range(NUM_CHANNELS)], axis=-1)
         return obs.reshape(self.observation_shape)
 
     # ----------------------------------------------------------------- dynamics
