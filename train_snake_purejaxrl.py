@@ -294,14 +294,13 @@ def train(config: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
         wandb_log.finish()
     score = np.array([r["episode_score"] for r in rows])
     episodes = np.array([r["episodes"] for r in rows])
-    last = rows[-max(1, len(rows) // 10) :]
     return {
         "updates": len(rows),
         "env_steps": rows[-1]["env_steps"],
         "train_s": train_s,
         "compile_s": compile_s,
         "final_score": float(impl.final_score(score, episodes)),
-        "final_episodes": sum(r["episodes"] for r in last),
+        "final_episodes": int(episodes[impl.final_updates(len(rows))].sum()),
         "best_score": max(r["episode_score_max"] for r in rows),
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "metrics_out": args.metrics_out,

@@ -607,9 +607,14 @@ def trailing_score(score: np.ndarray, episodes: np.ndarray, window: int) -> np.n
     return trailing_sum(score * episodes) / np.maximum(trailing_sum(episodes), 1)
 
 
+def final_updates(num_updates: int, fraction: float = 0.1) -> slice:
+    """The last `fraction` of the updates (at least one): where the final score is read."""
+    return slice(-max(1, int(num_updates * fraction)), None)
+
+
 def final_score(score: np.ndarray, episodes: np.ndarray, fraction: float = 0.1) -> np.ndarray:
     """Mean score over the episodes of the last `fraction` of updates (the headline number)."""
-    tail = slice(-max(1, int(score.shape[-1] * fraction)), None)
+    tail = final_updates(score.shape[-1], fraction)
     finished = episodes[..., tail]
     return (score[..., tail] * finished).sum(-1) / np.maximum(finished.sum(-1), 1)
 
