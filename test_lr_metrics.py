@@ -81,11 +81,11 @@ CHECKS = [
     (
         "Muon annealing (muon_lr and aux_lr)",
         test_muon_annealing_follows_the_formula_for_muon_and_aux_rates,
-    ),  # noqa: E501
+    ),
     (
         "Muon rates tracked separately",
         test_muon_tracks_both_rates_separately_and_reads_them_from_the_optimizer,
-    ),  # noqa: E501
+    ),
 ]
 
 
@@ -95,9 +95,10 @@ def main() -> int:
         try:
             check()
             print(f"PASS  {name}")
-        except AssertionError as error:
+        except Exception as error:  # an error is a failed check too, reported on its line
             failed += 1
-            print(f"FAIL  {name}: {str(error).strip().splitlines()[0] if str(error) else ''}")
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            print(f"FAIL  {name}: {error.__class__.__name__} {first_line}")
     print(f"{len(CHECKS) - failed} passed, {failed} failed")
     return 1 if failed else 0
 
