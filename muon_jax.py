@@ -1,42 +1,62 @@
 """Optimizer builders: Adam, or Muon for hidden weight matrices plus an auxiliary Adam for the rest.
 
+Which module goes to which optimizer is decided by exact module paths: the network declares a
+complete split `{"params/trunk/input_dense": "muon", "params/policy_head": "adam", ...}` and
+`muon_labels` refuses a split that misses a module or names one the parameters do not have, so a
+renamed layer can never silently change sides.
+
 Every learning rate is a float or an optax schedule (`count -> lr`), and each optimizer is wrapped
 in `optax.inject_hyperparams`, so the rate it actually applied lives in its state:
 `applied_learning_rates(opt_state)` reads it back (what the metrics report), never a recomputation.
-Muon itself is optax's (`optax.contrib.scale_by_muon`: Newton-Schulz, Nesterov momentum), with
-optax's shape scaling; this module only decides which leaves get it.
+Muon itself is optax's (`optax.contrib.scale_by_muon`: Newton-Schulz, Nesterov momentum).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import optax
 from optax.contrib import MuonDimensionNumbers, scale_by_muon
-from optax.contrib._muon import scale_by_shape  # optax.contrib.muon's own shape scaling; unexported
 
 MUON, ADAM = "muon", "adam"
-
-# Path names that mark a module as an output head (policy logits, value): those stay on Adam.
-HEAD_NAMES = ("head", "logits", "policy", "value", "actor_out", "critic_out")
 
 LearningRate = float | Callable[[jax.Array], jax.Array]
 
 
-def _path_names(path: tuple) -> list[str]:
-    return [str(getattr(k, "key", getattr(k, "name", k))).lower() for k in path]
+def _key_name(key) -> str:
+    return str(getattr(key, "key", getattr(key, "name", key)))
 
 
-def muon_labels(params, head_names: tuple[str, ...] = HEAD_NAMES):
-    """Pytree of "muon" | "adam" like `params`: >= 2-D weights of hidden layers get "muon";
-    biases, norm scales and any leaf under a module whose name contains one of `head_names`
-    (the output heads by default; add names to keep more layers on Adam) get "adam"."""
+def module_path(path: tuple) -> str:
+    """'params/trunk/input_dense' for the leaf path of 'params/trunk/input_dense/kernel'."""
+    return "/".join(_key_name(k) for k in path[:-1])
+
+
+def muon_labels(params, split: Mapping[str, str]):
+    """Pytree of "muon" | "adam" like `params`, from `split`: module path -> MUON or ADAM.
+
+    A "muon" module's >= 2-D leaves (its kernel) get Muon, its biases Adam; an "adam" module
+    is all Adam. Raises ValueError if a module of `params` is missing from `split`, if `split`
+    names a module `params` does not have, or if a value is neither MUON nor ADAM."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    modules = {module_path(path) for path, _ in flat}
+    missing = sorted(modules - set(split))
+    if missing:
+        raise ValueError(f"modules {missing} are not in the Muon split; give each 'muon' or 'adam'")
+    unknown = sorted(set(split) - modules)
+    if unknown:
+        raise ValueError(f"the Muon split names {unknown}, which are not modules of the params "
+                         f"(those are {sorted(modules)})")  # fmt: skip
+    bad = {name: side for name, side in split.items() if side not in (MUON, ADAM)}
+    if bad:
+        raise ValueError(f"the Muon split must map modules to {MUON!r} or {ADAM!r}, got {bad}")
 
     def label(path, leaf) -> str:
-        is_head = any(h in name for name in _path_names(path) for h in head_names)
-        return MUON if leaf.ndim >= 2 and not is_head else ADAM
+        return MUON if split[module_path(path)] == MUON and leaf.ndim >= 2 else ADAM
 
     return jax.tree_util.tree_map_with_path(label, params)
 
@@ -48,6 +68,22 @@ def muon_dimension_numbers(params):
     )
 
 
+def scale_by_width() -> optax.GradientTransformation:
+    """Keller Jordan's width scaling of an orthogonalized update: x sqrt(max(1, fan_out / fan_in))
+    (what optax's Muon applies; written here because optax keeps it private)."""
+
+    def update(updates, state, params=None):
+        del params
+
+        def scale(u):
+            fan_in, fan_out = math.prod(u.shape[:-1]), u.shape[-1]
+            return u * jnp.sqrt(max(1.0, fan_out / fan_in)).astype(u.dtype)
+
+        return jax.tree.map(scale, updates), state
+
+    return optax.GradientTransformation(optax.init_empty_state, update)
+
+
 def _muon(learning_rate, beta: float, ns_steps: int, nesterov: bool, weight_decay: float):
     """optax's Muon direction, rescaled for the matrix shape, then the (schedulable) step size."""
     return optax.chain(
@@ -57,7 +93,7 @@ def _muon(learning_rate, beta: float, ns_steps: int, nesterov: bool, weight_deca
             nesterov=nesterov,
             weight_dimension_numbers=muon_dimension_numbers,
         ),
-        scale_by_shape(weight_dimension_numbers=muon_dimension_numbers),
+        scale_by_width(),
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )
@@ -73,15 +109,16 @@ def adam(learning_rate: LearningRate, eps: float = 1e-8, **adam_kwargs):
 def multi_transform_with_muon(
     muon_lr: LearningRate,
     aux_lr: LearningRate,
+    labels: Callable,
     *,
     beta: float = 0.95,
     ns_steps: int = 5,
     nesterov: bool = True,
     weight_decay: float = 0.0,
     aux_eps: float = 1e-8,
-    labels: Callable = muon_labels,
 ) -> optax.GradientTransformation:
-    """Muon on the leaves `labels` marks "muon", `optax.adam` (b1 0.9, b2 0.999) on the rest."""
+    """Muon on the leaves `labels(params)` marks "muon", `optax.adam` (b1 0.9, b2 0.999) on the
+    rest. `labels` is typically `functools.partial(muon_labels, split=...)`."""
     muon = optax.inject_hyperparams(
         functools.partial(
             _muon, beta=beta, ns_steps=ns_steps, nesterov=nesterov, weight_decay=weight_decay
@@ -91,12 +128,16 @@ def multi_transform_with_muon(
 
 
 def chain_with_muon(
-    muon_lr: LearningRate, aux_lr: LearningRate, max_grad_norm: float, **muon_kwargs
+    muon_lr: LearningRate,
+    aux_lr: LearningRate,
+    max_grad_norm: float,
+    labels: Callable,
+    **muon_kwargs,
 ) -> optax.GradientTransformation:
     """Global-norm clipping of all gradients together, then `multi_transform_with_muon`."""
     return optax.chain(
         optax.clip_by_global_norm(max_grad_norm),
-        multi_transform_with_muon(muon_lr, aux_lr, **muon_kwargs),
+        multi_transform_with_muon(muon_lr, aux_lr, labels, **muon_kwargs),
     )
 
 
@@ -113,7 +154,7 @@ def applied_learning_rates(opt_state) -> dict[str, jax.Array]:
     Read from the `inject_hyperparams` states, so it is the optimizer's truth by construction."""
     rates = {}
     for path, value in optax.tree_utils.tree_get_all_with_path(opt_state, "learning_rate"):
-        names = _path_names(path)
+        names = [_key_name(k).lower() for k in path]
         if "hyperparams" in names:  # not "hyperparams_states", which hold schedule counters
             rates[MUON if MUON in names else ADAM] = value
     return rates

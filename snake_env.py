@@ -316,9 +316,10 @@ class SnakeEnv:
         return moved, reward, terminated_by_death | won, won, ate
 
     # ----------------------------------------------------------------- rendering (host only)
-    def render_ascii(self, state: SnakeState) -> str:
-        """The board as text: H head, o body, t tail, * food, . empty, inside a # border."""
-        body, head, food = _host_board(state, self.grid_size)
+    def render_ascii(self, game: SnakeState | Any) -> str:
+        """The board as text: H head, o body, t tail, * food, . empty, inside a # border.
+        `game` is one game's state or its observation (G, G, 4)."""
+        body, head, food = _host_board(game, self.grid_size)
         symbols = np.full(body.shape, ".", dtype="<U1")
         symbols[body > 0] = "o"
         symbols[body == 1] = "t"
@@ -328,10 +329,11 @@ class SnakeEnv:
         rows = ["#" + "".join(r) + "#" for r in symbols]
         return "\n".join([border, *rows, border])
 
-    def render_rgb(self, state: SnakeState, cell_px: int = 16) -> np.ndarray:
-        """(grid_size * cell_px, grid_size * cell_px, 3) uint8 picture of one game (for GIFs)."""
+    def render_rgb(self, game: SnakeState | Any, cell_px: int = 16) -> np.ndarray:
+        """(grid_size * cell_px, grid_size * cell_px, 3) uint8 picture of one game (for GIFs);
+        `game` is one game's state or its observation (G, G, 4)."""
         cell_px = _check_int("cell_px", cell_px, 1, 256)
-        body, head, food = _host_board(state, self.grid_size)
+        body, head, food = _host_board(game, self.grid_size)
         length = max(int(body.max()), 1)
         image = np.zeros(body.shape + (3,), np.uint8)
         image[:] = (24, 24, 32)
@@ -343,12 +345,43 @@ class SnakeEnv:
         return np.kron(image, np.ones((cell_px, cell_px, 1), np.uint8))
 
 
-def _host_board(state: SnakeState, grid_size: int) -> tuple[np.ndarray, int, int]:
-    """Countdown grid (grid_size, grid_size) int, head and food indices, as numpy on the host."""
-    body = np.asarray(state.body)
+def _host_board(game: SnakeState | Any, grid_size: int) -> tuple[np.ndarray, int, int]:
+    """Countdown grid (grid_size, grid_size) int, head and food indices, as numpy on the host,
+    from one game's state or from its observation (the countdown is order * length there)."""
+    if not isinstance(game, SnakeState):
+        obs = np.asarray(game)
+        if obs.shape != (grid_size, grid_size, NUM_CHANNELS):
+            raise ValueError(
+                f"an observation must have shape {(grid_size, grid_size, NUM_CHANNELS)}, "
+                f"got {obs.shape}"
+            )
+        order = obs[..., ORDER_CHANNEL]
+        body = np.rint(order * np.count_nonzero(order)).astype(np.int64)
+        return body, int(obs[..., HEAD_CHANNEL].argmax()), int(obs[..., FOOD_CHANNEL].argmax())
+    body = np.asarray(game.body)
     if body.shape != (grid_size**2,):
         raise ValueError(
             f"state must be a single game with body shape ({grid_size**2},), got {body.shape}; "
             "index a batch first, e.g. jax.tree.map(lambda x: x[0], state)"
         )
-    return body.reshape(grid_size, grid_size).astype(np.int64), int(state.head), int(state.food)
+    return body.reshape(grid_size, grid_size).astype(np.int64), int(game.head), int(game.food)
+
+
+def save_gif(
+    images: list[np.ndarray], path: str, captions: list[str] | None = None, frame_ms: int = 60
+) -> None:
+    """An animated GIF (Pillow), one frame per image, each with its caption in a strip on top."""
+    from PIL import Image, ImageDraw
+
+    frames = []
+    for i, image in enumerate(images):
+        frame = Image.fromarray(image)
+        if captions is not None:
+            canvas = Image.new("RGB", (frame.width, frame.height + 16), (0, 0, 0))
+            canvas.paste(frame, (0, 16))
+            ImageDraw.Draw(canvas).text((3, 2), captions[i], fill=(235, 235, 235))
+            frame = canvas
+        frames.append(frame)
+    frames[0].save(
+        path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0, optimize=True
+    )

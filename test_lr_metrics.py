@@ -1,4 +1,4 @@
-"""Learning-rate metrics: present, annealed by the formula, and tracked per optimizer part.
+"""Learning-rate metrics: present, scheduled by the formula, read from the optimizer, per run.
 
 Runs under pytest, or as `python test_lr_metrics.py` (one line per check; exit 1 if any fails).
 Tiny configs: the whole file takes well under a minute on 2 CPU cores.
@@ -7,12 +7,12 @@ Tiny configs: the whole file takes well under a minute on 2 CPU cores.
 from __future__ import annotations
 
 import functools
+import math
 import sys
 
 import jax
 import numpy as np
 
-import muon_jax
 import train_snake_purejaxrl_impl as impl
 
 TINY = {
@@ -42,6 +42,25 @@ def annealed(initial_lr: float) -> np.ndarray:
     return initial_lr * (1 - np.arange(NUM_UPDATES) / NUM_UPDATES)
 
 
+def scheduled(initial_lr: float, schedule: str, warmup: int, total: int) -> np.ndarray:
+    """The documented formula, written out plainly: warm-up (u + 1) / W for u < W, then
+    constant 1, linear 1 - (u - W) / (N - W) or cosine (1 + cos(pi (u - W) / (N - W))) / 2."""
+    shape = []
+    for u in range(total):
+        if u < warmup:
+            shape.append((u + 1) / warmup)
+            continue
+        progress = (u - warmup) / (total - warmup)
+        shape.append(
+            {
+                "constant": 1.0,
+                "linear": 1 - progress,
+                "cosine": (1 + math.cos(math.pi * progress)) / 2,
+            }[schedule]  # fmt: skip
+        )
+    return initial_lr * np.array(shape)
+
+
 def test_learning_rate_is_in_the_metrics_of_every_update():
     metrics = metrics_of(ANNEAL_LR=False)
     assert metrics["learning_rate"].shape == (NUM_UPDATES,)
@@ -67,12 +86,51 @@ def test_muon_tracks_both_rates_separately_and_reads_them_from_the_optimizer():
     metrics = metrics_of(USE_MUON=True, ANNEAL_LR=False)
     np.testing.assert_allclose(metrics["learning_rate"], TINY["MUON_LR"], rtol=1e-6)
     np.testing.assert_allclose(metrics["aux_learning_rate"], TINY["AUX_ADAM_LR"], rtol=1e-6)
-    # The metric is the optimizer state's own value after the update, not a recomputation.
+    # Put the optimizer out of step with the run's update counter, as a restarted optimizer or
+    # a hand-edited run would be: the metric must follow the optimizer, not the counter.
     init, step = impl.make_train_step({**TINY, "USE_MUON": True, "ANNEAL_LR": True})
-    runner, step_metrics = step(init(jax.random.PRNGKey(0)))
-    rates = muon_jax.applied_learning_rates(runner.opt_state)
-    assert float(step_metrics["learning_rate"]) == float(rates["muon"])
-    assert float(step_metrics["aux_learning_rate"]) == float(rates["adam"])
+    runner = init(jax.random.PRNGKey(0))
+    for _ in range(2):
+        runner, _ = step(runner)
+    _, ahead = step(runner.replace(update=runner.update * 0))  # optimizer 2 updates ahead
+    _, behind = step(init(jax.random.PRNGKey(0)).replace(update=runner.update + 1))
+    expected_ahead, expected_behind = annealed(1.0)[2], annealed(1.0)[0]
+    np.testing.assert_allclose(ahead["learning_rate"], TINY["MUON_LR"] * expected_ahead, 1e-5)
+    aux = TINY["AUX_ADAM_LR"] * expected_ahead
+    np.testing.assert_allclose(ahead["aux_learning_rate"], aux, 1e-5)
+    np.testing.assert_allclose(behind["learning_rate"], TINY["MUON_LR"] * expected_behind, 1e-5)
+
+
+def test_every_schedule_and_warmup_follows_its_formula():
+    # constant and linear without warm-up are the checks above; these are the rest.
+    cases = [("cosine", 0.0, 0, False), ("constant", 0.4, 2, False), ("linear", 0.4, 2, False),
+             ("cosine", 0.4, 2, True)]  # fmt: skip
+    for schedule, warmup_fraction, warmup, use_muon in cases:
+        metrics = metrics_of(
+            LR_SCHEDULE=schedule, WARMUP_FRACTION=warmup_fraction, USE_MUON=use_muon
+        )
+        base = TINY["MUON_LR"] if use_muon else TINY["LR"]
+        expected = scheduled(base, schedule, warmup, NUM_UPDATES)
+        message = f"{schedule}, warm-up {warmup}"
+        np.testing.assert_allclose(metrics["learning_rate"], expected, 1e-5, err_msg=message)
+    # --anneal-lr stays exactly what it was: short for the linear schedule.
+    assert impl.validate_config({"ANNEAL_LR": True})["LR_SCHEDULE"] == "linear"
+    assert impl.validate_config({"LR_SCHEDULE": "linear"})["ANNEAL_LR"] is True
+
+
+def test_each_run_of_a_sweep_reports_its_own_applied_rate():
+    sweeps = [(False, "LR_SWEEP", (1e-4, 1e-3)), (True, "MUON_LR_SWEEP", (0.01, 0.04))]
+    for use_muon, key, sweep in sweeps:
+        config = {**TINY, "USE_MUON": use_muon, key: sweep, "NUM_SEEDS": 2, "ANNEAL_LR": True}
+        parts = impl.make_parts(config)
+        runner = jax.jit(impl.init_runs(parts))()
+        _, metrics, _ = jax.jit(impl.make_chunk(parts, NUM_UPDATES))(runner, NUM_UPDATES)
+        rates = np.asarray(metrics["learning_rate"])  # (updates, runs): rate-major, seeds inner
+        for run, lr in enumerate(np.repeat(sweep, 2)):
+            np.testing.assert_allclose(rates[:, run], annealed(lr), rtol=1e-5, err_msg=key)
+        if use_muon:  # the aux rate is not swept
+            aux = np.asarray(metrics["aux_learning_rate"]).T
+            np.testing.assert_allclose(aux, [annealed(TINY["AUX_ADAM_LR"])] * 4, 1e-5)
 
 
 CHECKS = [
@@ -83,9 +141,11 @@ CHECKS = [
         test_muon_annealing_follows_the_formula_for_muon_and_aux_rates,
     ),
     (
-        "Muon rates tracked separately",
+        "Muon rates tracked separately, read from the optimizer",
         test_muon_tracks_both_rates_separately_and_reads_them_from_the_optimizer,
     ),
+    ("constant/linear/cosine, warm-up", test_every_schedule_and_warmup_follows_its_formula),
+    ("each swept run its own rate", test_each_run_of_a_sweep_reports_its_own_applied_rate),
 ]
 
 

@@ -1,15 +1,17 @@
-"""PPO for `SnakeEnv` in one `jax.jit`: network, rollout, GAE, loss, update, and three entry points.
+"""PPO for `SnakeEnv` in one `jax.jit`: settings, agent, rollout, GAE, loss, update, entry points.
 
-Read top to bottom: config -> network -> optimizer/schedules -> rollout -> GAE -> loss ->
-`update_step` (the ONE update function) -> `make_train`, `make_train_step`,
-`make_train_with_callback`, which only differ in how they drive `update_step`.
-All training state is one pytree (`RunnerState`), so a run can be chunked, checkpointed and
-`vmap`ped over seeds.
+Read top to bottom: settings -> the agent's input -> network -> optimizer/schedules -> state ->
+rollout -> GAE -> loss -> `update_step` (the ONE update function) -> `make_train`,
+`make_train_step`, `make_train_with_callback`, `make_chunk` (many runs side by side, in chunks
+of updates between checkpoints) -> evaluation. All training state is one pytree
+(`RunnerState`), so a run can be chunked, checkpointed and `vmap`ped over seeds and rates.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
@@ -20,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import struct
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import muon_jax
 from snake_env import (
@@ -43,135 +46,371 @@ _XLA_FIX = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 if _XLA_FIX.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_XLA_FIX}".strip()
 
-# ================================================================== config
-
-# 2x128: as much learning per env step as 2x256 in 2/3 of the time, and Muon at 0.93x Adam's
-# speed (bench/RESULTS.md, "Muon's cost"); 2x64 learned worse.
-HIDDEN_SIZES = (128, 128)
+# ================================================================== settings
 
 
-def default_config() -> dict[str, Any]:
-    """Every hyperparameter, PureJaxRL's upper-case names; NUM_UPDATES is derived."""
-    return {
-        "LR": 2.5e-4,  # Adam learning rate (without Muon)
-        "NUM_ENVS": 256,  # games played in parallel
-        "NUM_STEPS": 128,  # moves per game per update (rollout length)
-        "TOTAL_TIMESTEPS": 5_000_000,  # env steps in the whole run
-        "UPDATE_EPOCHS": 4,  # passes over each rollout
-        "NUM_MINIBATCHES": 8,  # minibatches per pass
-        "GAMMA": 0.99,  # discount
-        "GAE_LAMBDA": 0.95,  # GAE lambda
-        "CLIP_EPS": 0.2,  # PPO ratio clip
-        "ENT_COEF": 0.01,  # entropy bonus
-        "VF_COEF": 0.5,  # value loss weight
-        "MAX_GRAD_NORM": 0.5,  # global gradient-norm clip
-        "ANNEAL_LR": False,  # linear decay of every learning rate to 0 over the run
-        "USE_MUON": False,  # Muon for hidden weight matrices, aux Adam for the rest
-        "MUON_LR": 0.02,  # Muon learning rate
-        "AUX_ADAM_LR": 2.5e-4,  # aux Adam learning rate (biases, heads) with Muon
-        "MUON_MOMENTUM": 0.95,  # Muon's Nesterov momentum
-        "MUON_NS_STEPS": 5,  # Newton-Schulz iterations per Muon update (cost grows linearly)
-        "MUON_INPUT_LAYER": True,  # Muon also for the first layer (else aux Adam takes it)
-        "GRID_SIZE": 12,  # board side
-        "SEED": 0,  # PRNG seed
-        "ACTION_MASKING": True,  # never sample moves that die at once (env.action_mask)
-        "VIEW": "egocentric",  # "egocentric" (head-centred, heading-up) or "board" (as the env)
-        "TORSO": "shared",  # "shared" actor-critic trunk or "separate" networks
-        "HIDDEN_SIZES": HIDDEN_SIZES,  # MLP layer widths
-        "ACTIVATION": "tanh",  # "tanh" or "relu"
-    }
-
-
-_POSITIVE_INTS = (
-    "NUM_ENVS",
-    "NUM_STEPS",
-    "TOTAL_TIMESTEPS",
-    "UPDATE_EPOCHS",
-    "NUM_MINIBATCHES",
-    "MUON_NS_STEPS",
-)
-_POSITIVE_FLOATS = ("LR", "MUON_LR", "AUX_ADAM_LR", "CLIP_EPS", "MAX_GRAD_NORM")
-_UNIT_FLOATS = ("GAMMA", "GAE_LAMBDA", "MUON_MOMENTUM")  # in [0, 1]
-_NONNEGATIVE_FLOATS = ("ENT_COEF", "VF_COEF")
-_BOOLS = ("ANNEAL_LR", "USE_MUON", "ACTION_MASKING", "MUON_INPUT_LAYER")
-_ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
-CHOICES = {
-    "VIEW": ("egocentric", "board"),
-    "TORSO": ("shared", "separate"),
-    "ACTIVATION": tuple(_ACTIVATIONS),
-}
+class ConfigError(ValueError):
+    """A bad setting; the message names its key (the CLI shows the flag instead)."""
 
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
-def validate_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Checked copy of `config` (defaults filled in) with NUM_UPDATES and MINIBATCH_SIZE.
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    """One setting, declared once: its check, its CLI flag (with help and default) and its
+    WandB config entry are all made from this. `on_resume`: may differ when a run resumes."""
 
-    Raises ValueError naming the key and its allowed values; nothing deep in JAX ever sees a
-    bad value."""
-    unknown = sorted(set(config) - set(default_config()) - {"NUM_UPDATES", "MINIBATCH_SIZE"})
+    key: str
+    default: Any
+    doc: str
+    _: dataclasses.KW_ONLY
+    group: str
+    on_resume: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.lower().replace("_", "-")
+
+    def allowed(self) -> str:
+        raise NotImplementedError
+
+    def is_valid(self, value: Any) -> bool:
+        raise NotImplementedError
+
+    def normalize(self, value: Any) -> Any:
+        return value
+
+    def check(self, value: Any) -> Any:
+        """`value` in its canonical type, or ConfigError naming the key and what it allows."""
+        if not self.is_valid(value):
+            raise ConfigError(f"{self.key} must be {self.allowed()}, got {value!r}")
+        return self.normalize(value)
+
+    def parse(self, text: str) -> Any:
+        """A command-line string -> a checked value."""
+        return self.check(text)
+
+    def show(self, value: Any) -> str:
+        """How a value reads in --help and messages."""
+        return str(value)
+
+
+def _range_text(low, high, low_open: bool = False, high_open: bool = False) -> str:
+    """'in [0, 1]', 'in [0, 1)', '> 0', '>= 1' or '' (no bounds)."""
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low}"
+    return f"{'<' if high_open else '<='} {high}" if high is not None else ""
+
+
+def _parse_number(text: str) -> Any:
+    """'128' -> 128, '5e6' -> 5000000.0, anything else unchanged (the check then names it)."""
+    for convert in (int, float):
+        try:
+            return convert(text)
+        except ValueError:
+            pass
+    return text
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Int(Setting):
+    """An integer in [low, high]; `auto` (None allowed) means "derived, see the doc"."""
+
+    low: int | None = None
+    high: int | None = None
+    auto: str | None = None
+
+    def allowed(self) -> str:
+        text = f"an integer {_range_text(self.low, self.high)}".rstrip()
+        return f"{text} or 'auto' ({self.auto})" if self.auto else text
+
+    def is_valid(self, value: Any) -> bool:
+        if value is None:
+            return self.auto is not None
+        return (
+            _is_number(value)
+            and np.isfinite(value)
+            and int(value) == value
+            and (self.low is None or value >= self.low)
+            and (self.high is None or value <= self.high)
+        )
+
+    def normalize(self, value: Any) -> Any:
+        return None if value is None else int(value)
+
+    def parse(self, text: str) -> Any:
+        if self.auto and text.lower() == "auto":
+            return None
+        return self.check(_parse_number(text))
+
+    def show(self, value: Any) -> str:
+        return f"auto: {self.auto}" if value is None else str(value)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Float(Setting):
+    """A finite number in [low, high] (or (low, high] with low_open)."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def allowed(self) -> str:
+        bounds = _range_text(self.low, self.high, self.low_open, self.high_open)
+        return f"a number {bounds}" if bounds else "a finite number"
+
+    def is_valid(self, value: Any) -> bool:
+        if not _is_number(value) or not np.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def normalize(self, value: Any) -> Any:
+        return float(value)
+
+    def parse(self, text: str) -> Any:
+        return self.check(_parse_number(text))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Bool(Setting):
+    """True or False; on the command line --name / --no-name."""
+
+    def allowed(self) -> str:
+        return "True or False"
+
+    def is_valid(self, value: Any) -> bool:
+        return isinstance(value, (bool, np.bool_))
+
+    def normalize(self, value: Any) -> Any:
+        return bool(value)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Choice(Setting):
+    choices: tuple[str, ...]
+
+    def allowed(self) -> str:
+        return f"one of {', '.join(self.choices)}"
+
+    def is_valid(self, value: Any) -> bool:
+        return value in self.choices
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Text(Setting):
+    """Any string, or None where the default is None (e.g. an output path that is off)."""
+
+    def allowed(self) -> str:
+        return "a string"
+
+    def is_valid(self, value: Any) -> bool:
+        return isinstance(value, str) or (value is None and self.default is None)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Numbers(Setting):
+    """A list of numbers > low (ints with `integer`); comma-separated on the command line."""
+
+    low: float = 0
+    integer: bool = False
+    empty_ok: bool = False
+
+    def allowed(self) -> str:
+        kind = "integers" if self.integer else "numbers"
+        empty = " (or empty)" if self.empty_ok else ""
+        return f"a comma-separated list of {kind} > {self.low}{empty}"
+
+    def is_valid(self, value: Any) -> bool:
+        if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
+            return False
+        if len(value) == 0:
+            return self.empty_ok
+        return all(
+            _is_number(v) and np.isfinite(v) and v > self.low and (not self.integer or int(v) == v)
+            for v in value
+        )
+
+    def normalize(self, value: Any) -> Any:
+        return tuple(int(v) if self.integer else float(v) for v in value)
+
+    def parse(self, text: str) -> Any:
+        parts = [p for p in text.replace(" ", "").split(",") if p]
+        return self.check(tuple(_parse_number(p) for p in parts))
+
+    def show(self, value: Any) -> str:
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) or "none"
+
+
+# Every training setting, declared once: default_config(), validate_config(), the CLI flags and
+# help, the WandB config and the resume check all read this tuple. `on_resume=True`: may differ
+# when a checkpointed run is resumed (everything that shapes the state, the network, the
+# optimizer or the schedule may not).
+# fmt: off
+SETTINGS: tuple[Setting, ...] = (
+    # ---- the game
+    Int("GRID_SIZE", 12, "board side", low=MIN_GRID, high=MAX_GRID, group="game"),
+    Float("FOOD_REWARD", 1.0, "reward for eating (scores always count food eaten)",
+          group="game", on_resume=True),
+    Float("DEATH_REWARD", -1.0, "reward for dying (wall or body)", group="game", on_resume=True),
+    Float("STEP_REWARD", 0.0, "reward for any other move", group="game", on_resume=True),
+    Int("MAX_STEPS", None, "moves before a game is truncated", low=1, auto="64 * GRID_SIZE**2",
+        group="game", on_resume=True),
+    Int("STARVATION_STEPS", None, "moves without food before a game is truncated", low=1,
+        auto="GRID_SIZE**2", group="game", on_resume=True),
+    # ---- the agent
+    Choice("VIEW", "egocentric", "what the network sees: head-centred and heading-up, or the "
+           "board as the env gives it", choices=("egocentric", "board"), group="agent"),
+    Choice("TORSO", "shared", "one trunk for policy and value, or a separate network each",
+           choices=("shared", "separate"), group="agent"),
+    # 2x128: as much learning per env step as 2x256 in 2/3 of the time, and Muon at 0.93x
+    # Adam's speed (bench/RESULTS.md, "Muon's cost"); 2x64 learned worse.
+    Numbers("HIDDEN_SIZES", (128, 128), "MLP layer widths", integer=True, group="agent"),
+    Choice("ACTIVATION", "tanh", "hidden-layer activation", choices=("tanh", "relu"),
+           group="agent"),
+    Bool("ACTION_MASKING", True, "never sample moves that die at once (env.action_mask)",
+         group="agent"),
+    # ---- PPO
+    Int("TOTAL_TIMESTEPS", 5_000_000, "env steps of each run; may grow on --resume, and the "
+        "learning-rate schedule then stretches to the new length", low=1, group="PPO",
+        on_resume=True),
+    Int("NUM_ENVS", 256, "games played in parallel per run", low=1, group="PPO"),
+    Int("NUM_STEPS", 128, "moves per game per update (rollout length)", low=1, group="PPO"),
+    Int("UPDATE_EPOCHS", 4, "passes over each rollout", low=1, group="PPO"),
+    Int("NUM_MINIBATCHES", 8, "minibatches per pass", low=1, group="PPO"),
+    Float("GAMMA", 0.99, "discount", low=0, high=1, group="PPO", on_resume=True),
+    Float("GAE_LAMBDA", 0.95, "GAE lambda", low=0, high=1, group="PPO", on_resume=True),
+    Float("CLIP_EPS", 0.2, "PPO ratio clip", low=0, low_open=True, group="PPO", on_resume=True),
+    Float("ENT_COEF", 0.01, "entropy bonus weight", low=0, group="PPO", on_resume=True),
+    Float("VF_COEF", 0.5, "value loss weight", low=0, group="PPO", on_resume=True),
+    Float("MAX_GRAD_NORM", 0.5, "global gradient-norm clip", low=0, low_open=True, group="PPO",
+          on_resume=True),
+    # ---- the optimizer
+    Float("LR", 2.5e-4, "Adam learning rate (without --use-muon)", low=0, low_open=True,
+          group="optimizer"),
+    Bool("ANNEAL_LR", False, "decay every learning rate linearly to 0 over the run (short for "
+         "--lr-schedule linear)", group="optimizer"),
+    Choice("LR_SCHEDULE", "constant", "shape of every learning rate over the run, after any "
+           "warm-up", choices=("constant", "linear", "cosine"), group="optimizer"),
+    Float("WARMUP_FRACTION", 0.0, "linear warm-up of every learning rate over this fraction of "
+          "the updates", low=0, high=1, high_open=True, group="optimizer"),
+    Bool("USE_MUON", False, "Muon for hidden weight matrices, aux Adam for biases and heads",
+         group="optimizer"),
+    Float("MUON_LR", 0.02, "Muon learning rate", low=0, low_open=True, group="optimizer"),
+    Float("AUX_ADAM_LR", 2.5e-4, "aux Adam learning rate (biases, heads) with Muon", low=0,
+          low_open=True, group="optimizer"),
+    Float("MUON_MOMENTUM", 0.95, "Muon's Nesterov momentum", low=0, high=1, group="optimizer"),
+    Int("MUON_NS_STEPS", 5, "Newton-Schulz iterations per Muon update (cost grows linearly)",
+        low=1, group="optimizer"),
+    Bool("MUON_INPUT_LAYER", True, "Muon also for the first layer (else aux Adam takes it)",
+         group="optimizer"),
+    # ---- many runs in one compile, and devices
+    Int("SEED", 0, "PRNG seed (of the first run)", low=0, high=2**32 - 1, group="runs"),
+    Int("NUM_SEEDS", 1, "train seeds SEED .. SEED+N-1 side by side in one compile", low=1,
+        group="runs"),
+    Numbers("LR_SWEEP", (), "Adam learning rates trained side by side (x seeds), in place of "
+            "--lr", empty_ok=True, group="runs"),
+    Numbers("MUON_LR_SWEEP", (), "Muon learning rates trained side by side (x seeds), in place "
+            "of --muon-lr", empty_ok=True, group="runs"),
+    Int("DEVICES", 0, "devices to shard the games over (0: every visible device)", low=0,
+        group="runs", on_resume=True),
+)
+# fmt: on
+SETTING = {s.key: s for s in SETTINGS}
+DERIVED_KEYS = ("NUM_UPDATES", "MINIBATCH_SIZE", "NUM_RUNS")
+
+
+def default_config() -> dict[str, Any]:
+    """Every setting's default, PureJaxRL's upper-case names; the derived keys are not in it."""
+    return {s.key: s.default for s in SETTINGS}
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Checked copy of `config` (defaults filled in) with NUM_UPDATES, MINIBATCH_SIZE, NUM_RUNS.
+
+    Raises ConfigError (a ValueError) naming the key and its allowed values; nothing deep in JAX
+    ever sees a bad value."""
+    unknown = sorted(set(config) - set(SETTING) - set(DERIVED_KEYS))
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown}; known: {sorted(default_config())}")
-    cfg = {**default_config(), **config}
-    for key in _POSITIVE_INTS:
-        if not _is_number(cfg[key]) or int(cfg[key]) != cfg[key] or cfg[key] < 1:
-            raise ValueError(f"{key} must be a positive integer, got {cfg[key]!r}")
-        cfg[key] = int(cfg[key])
-    checks = [
-        (_POSITIVE_FLOATS, lambda v: v > 0, "a number > 0"),
-        (_UNIT_FLOATS, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
-        (_NONNEGATIVE_FLOATS, lambda v: v >= 0, "a number >= 0"),
-    ]
-    for keys, ok, allowed in checks:
-        for key in keys:
-            if not _is_number(cfg[key]) or not np.isfinite(cfg[key]) or not ok(cfg[key]):
-                raise ValueError(f"{key} must be {allowed}, got {cfg[key]!r}")
-            cfg[key] = float(cfg[key])
-    for key in _BOOLS:
-        if not isinstance(cfg[key], (bool, np.bool_)):
-            raise ValueError(f"{key} must be True or False, got {cfg[key]!r}")
-        cfg[key] = bool(cfg[key])
-    seed = cfg["SEED"]
-    if not _is_number(seed) or int(seed) != seed or not 0 <= seed < 2**32:
-        raise ValueError(f"SEED must be an integer in [0, 2**32), got {seed!r}")
-    cfg["SEED"] = int(seed)
-    grid = cfg["GRID_SIZE"]
-    if not _is_number(grid) or int(grid) != grid or not MIN_GRID <= grid <= MAX_GRID:
-        raise ValueError(f"GRID_SIZE must be an integer in [{MIN_GRID}, {MAX_GRID}], got {grid!r}")
-    for key, choices in CHOICES.items():
-        if cfg[key] not in choices:
-            raise ValueError(f"{key} must be one of {choices}, got {cfg[key]!r}")
-    sizes = cfg["HIDDEN_SIZES"]
-    if (
-        not isinstance(sizes, Sequence)
-        or not sizes
-        or not all(_is_number(s) and int(s) == s and s >= 1 for s in sizes)
-    ):
-        raise ValueError(f"HIDDEN_SIZES must be a non-empty list of positive ints, got {sizes!r}")
-    cfg["HIDDEN_SIZES"] = tuple(int(s) for s in sizes)
+        raise ConfigError(f"unknown config key(s) {unknown}; known: {sorted(SETTING)}")
+    cfg = {**default_config(), **{k: v for k, v in config.items() if k not in DERIVED_KEYS}}
+    for setting in SETTINGS:
+        cfg[setting.key] = setting.check(cfg[setting.key])
+    _check_relations(cfg)
+    batch = cfg["NUM_ENVS"] * cfg["NUM_STEPS"]
+    cfg["NUM_UPDATES"] = cfg["TOTAL_TIMESTEPS"] // batch
+    cfg["MINIBATCH_SIZE"] = batch // cfg["NUM_MINIBATCHES"]
+    cfg["NUM_RUNS"] = len(swept_rates(cfg)) * cfg["NUM_SEEDS"]
+    return cfg
+
+
+def _check_relations(cfg: dict[str, Any]) -> None:
+    """Checks that involve more than one setting; normalizes ANNEAL_LR <-> LR_SCHEDULE."""
     batch = cfg["NUM_ENVS"] * cfg["NUM_STEPS"]
     if batch % cfg["NUM_MINIBATCHES"]:
-        raise ValueError(
+        raise ConfigError(
             f"NUM_MINIBATCHES must divide NUM_ENVS * NUM_STEPS = {batch}, "
             f"got {cfg['NUM_MINIBATCHES']}"
         )
     if cfg["TOTAL_TIMESTEPS"] < batch:
-        raise ValueError(
+        raise ConfigError(
             f"TOTAL_TIMESTEPS must be >= NUM_ENVS * NUM_STEPS = {batch} (one update), "
             f"got {cfg['TOTAL_TIMESTEPS']}"
         )
-    cfg["NUM_UPDATES"] = cfg["TOTAL_TIMESTEPS"] // batch
-    cfg["MINIBATCH_SIZE"] = batch // cfg["NUM_MINIBATCHES"]
-    return cfg
+    if cfg["ANNEAL_LR"] and cfg["LR_SCHEDULE"] == "cosine":
+        raise ConfigError("ANNEAL_LR is short for LR_SCHEDULE linear; it cannot go with cosine")
+    if cfg["ANNEAL_LR"]:
+        cfg["LR_SCHEDULE"] = "linear"
+    cfg["ANNEAL_LR"] = cfg["LR_SCHEDULE"] == "linear"
+    if cfg["LR_SWEEP"] and cfg["USE_MUON"]:
+        raise ConfigError("LR_SWEEP sweeps Adam's rate; with USE_MUON sweep MUON_LR_SWEEP")
+    if cfg["MUON_LR_SWEEP"] and not cfg["USE_MUON"]:
+        raise ConfigError("MUON_LR_SWEEP needs USE_MUON; without Muon sweep LR_SWEEP")
+    if cfg["SEED"] + cfg["NUM_SEEDS"] - 1 >= 2**32:
+        raise ConfigError(f"SEED + NUM_SEEDS - 1 must be < 2**32, got SEED {cfg['SEED']}")
+
+
+def swept_rates(config: dict[str, Any]) -> tuple[float, ...]:
+    """The base learning rates of the swept optimizer part (one entry without a sweep)."""
+    if config["USE_MUON"]:
+        return config["MUON_LR_SWEEP"] or (config["MUON_LR"],)
+    return config["LR_SWEEP"] or (config["LR"],)
+
+
+def rate_keys(config: dict[str, Any]) -> tuple[str, ...]:
+    """Config keys of the learning rates a run carries: ("LR",) or ("MUON_LR", "AUX_ADAM_LR")."""
+    return ("MUON_LR", "AUX_ADAM_LR") if config["USE_MUON"] else ("LR",)
+
+
+def run_grid(config: dict[str, Any]) -> list[dict[str, Any]]:
+    """The runs one invocation trains side by side: every swept rate x every seed, rate-major.
+    Each is {"SEED": s, <rate key>: lr, ...}: the settings a run of its own would need."""
+    swept_key = rate_keys(config)[0]
+    return [
+        {"SEED": config["SEED"] + i, **{k: config[k] for k in rate_keys(config)}, swept_key: lr}
+        for lr in swept_rates(config)
+        for i in range(config["NUM_SEEDS"])
+    ]
 
 
 def make_env(config: dict[str, Any]) -> SnakeEnv:
-    return SnakeEnv(grid_size=config["GRID_SIZE"])
+    return SnakeEnv(
+        grid_size=config["GRID_SIZE"],
+        food_reward=config["FOOD_REWARD"],
+        death_reward=config["DEATH_REWARD"],
+        step_reward=config["STEP_REWARD"],
+        max_steps=config["MAX_STEPS"],
+        starvation_steps=config["STARVATION_STEPS"],
+    )
 
 
-# ================================================================== network
+# ================================================================== the agent's input
 
 # Board offsets (d_row, d_col) of a view offset (v_row, v_col) when the snake heads up/right/
 # down/left: the view is turned so the snake always looks "up".
@@ -229,13 +468,46 @@ def egocentric_view(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.concatenate([view, (~inside)[..., None].astype(view.dtype)], -1), heading
 
 
-def to_absolute(relative: jax.Array, heading: jax.Array) -> jax.Array:
-    """Per-action values in the snake's frame (ahead, right, back, left) -> absolute moves."""
-    moves = jnp.arange(NUM_ACTIONS)
-    return jnp.take_along_axis(relative, (moves - heading[:, None]) % NUM_ACTIONS, axis=-1)
+def to_relative(absolute: jax.Array, heading: jax.Array) -> jax.Array:
+    """Per-move values over absolute moves (up, right, down, left) -> the snake's frame (ahead,
+    right, back, left): relative move r is absolute move (heading + r) % 4."""
+    relative_moves = jnp.arange(NUM_ACTIONS)
+    return jnp.take_along_axis(absolute, (heading[:, None] + relative_moves) % NUM_ACTIONS, -1)
 
+
+def to_absolute_action(action: jax.Array, heading: jax.Array) -> jax.Array:
+    """A move in the snake's frame -> the env's absolute move."""
+    return (heading + action) % NUM_ACTIONS
+
+
+class AgentInput(NamedTuple):
+    """What the network is given for a batch of games, computed once per env step."""
+
+    features: jax.Array  # (B, F) float32, the network's input
+    heading: jax.Array  # (B,) int32: action a of the agent is env move (heading + a) % 4
+
+
+def observe(config: dict[str, Any], obs: jax.Array) -> AgentInput:
+    """The env's observations `(B, G, G, C)` -> the network's input, as `VIEW` says: the
+    egocentric view (moves scored relative to the heading) or the board (heading 0: absolute
+    moves)."""
+    if config["VIEW"] == "egocentric":
+        view, heading = egocentric_view(obs)
+    else:
+        view, heading = obs, jnp.zeros(obs.shape[0], jnp.int32)
+    return AgentInput(view.reshape(obs.shape[0], -1), heading)
+
+
+# ================================================================== network
 
 INPUT_LAYER = "input_dense"  # the first layer's name: MUON_INPUT_LAYER=False keeps it on Adam
+TRUNK, CRITIC_TRUNK, POLICY_HEAD, VALUE_HEAD = "trunk", "critic_trunk", "policy_head", "value_head"
+_ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
+
+
+def layer_names(hidden_sizes: Sequence[int]) -> list[str]:
+    """Names of an MLP's layers, input first: the network and the Muon split both use these."""
+    return [INPUT_LAYER if i == 0 else f"hidden_dense_{i}" for i in range(len(hidden_sizes))]
 
 
 class MLP(nn.Module):
@@ -244,100 +516,110 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x):
-        for i, width in enumerate(self.hidden_sizes):
+        for width, name in zip(self.hidden_sizes, layer_names(self.hidden_sizes)):
             init = nn.initializers.orthogonal(np.sqrt(2))
-            name = INPUT_LAYER if i == 0 else f"hidden_dense_{i}"
             x = _ACTIVATIONS[self.activation](nn.Dense(width, kernel_init=init, name=name)(x))
         return x
 
 
 class ActorCritic(nn.Module):
-    """Policy logits and value from a batch of observations `(B, G, G, C)`.
+    """Policy logits and value from a batch of agent inputs `(B, F)`.
 
-    view "egocentric": the MLP sees `egocentric_view` and scores moves relative to the heading;
-    "board": the MLP sees the board as the env gives it. torso "shared": one trunk, two heads.
-    Masked moves get a logit of -1e9 (never -inf, which would make the entropy NaN)."""
+    torso "shared": one trunk, two heads; "separate": a critic trunk of its own. Masked moves
+    get a logit of -1e9 (never -inf, which would make the entropy NaN)."""
 
-    hidden_sizes: Sequence[int] = HIDDEN_SIZES
-    view: str = "egocentric"
+    hidden_sizes: Sequence[int] = SETTING["HIDDEN_SIZES"].default
     torso: str = "shared"
     activation: str = "tanh"
 
-    @nn.compact
-    def __call__(self, obs: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-        if self.view == "egocentric":
-            features, heading = egocentric_view(obs)
-        else:
-            features = obs
-        x = features.reshape(features.shape[0], -1)
-        trunk = functools.partial(MLP, self.hidden_sizes, self.activation)
-        actor_x = trunk(name="trunk")(x)
-        critic_x = actor_x if self.torso == "shared" else trunk(name="critic_trunk")(x)
-        small = nn.initializers.orthogonal(0.01)
-        logits = nn.Dense(NUM_ACTIONS, kernel_init=small, name="policy_head")(actor_x)
-        value = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0), name="value_head")(
-            critic_x
-        )
-        if self.view == "egocentric":
-            logits = to_absolute(logits, heading)
-        return jnp.where(mask, logits, -1e9), value[:, 0]
+    def setup(self):
+        # Module names come from the attribute names; `module_split` lists the same ones.
+        self.trunk = MLP(self.hidden_sizes, self.activation)
+        if self.torso == "separate":
+            self.critic_trunk = MLP(self.hidden_sizes, self.activation)
+        self.policy_head = nn.Dense(NUM_ACTIONS, kernel_init=nn.initializers.orthogonal(0.01))
+        self.value_head = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))
+
+    def __call__(self, features: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+        actor_x = self.trunk(features)
+        logits = self.policy_head(actor_x)
+        critic_x = actor_x if self.torso == "shared" else self.critic_trunk(features)
+        return jnp.where(mask, logits, -1e9), self.value_head(critic_x)[:, 0]
+
+    def value(self, features: jax.Array) -> jax.Array:
+        """The value alone (no mask, no policy head): for bootstrapping."""
+        trunk = self.trunk if self.torso == "shared" else self.critic_trunk
+        return self.value_head(trunk(features))[:, 0]
 
 
 def make_network(config: dict[str, Any]) -> ActorCritic:
     return ActorCritic(
-        hidden_sizes=config["HIDDEN_SIZES"],
-        view=config["VIEW"],
-        torso=config["TORSO"],
-        activation=config["ACTIVATION"],
+        hidden_sizes=config["HIDDEN_SIZES"], torso=config["TORSO"], activation=config["ACTIVATION"]
     )
+
+
+def module_split(config: dict[str, Any]) -> dict[str, str]:
+    """Every module of the network -> "muon" or "adam": hidden matrices on Muon (the input
+    layer too unless MUON_INPUT_LAYER is off), the heads on Adam. Exact paths, so
+    `muon_jax.muon_labels` refuses a network that no longer matches this list."""
+    trunks = [TRUNK] + ([CRITIC_TRUNK] if config["TORSO"] == "separate" else [])
+    split = {f"params/{head}": muon_jax.ADAM for head in (POLICY_HEAD, VALUE_HEAD)}
+    for trunk in trunks:
+        for i, layer in enumerate(layer_names(config["HIDDEN_SIZES"])):
+            on_muon = i > 0 or config["MUON_INPUT_LAYER"]
+            split[f"params/{trunk}/{layer}"] = muon_jax.MUON if on_muon else muon_jax.ADAM
+    return split
 
 
 # ================================================================== optimizer and schedules
 
 
-def _schedule(initial_lr: float, config: dict[str, Any]) -> optax.Schedule:
-    """initial_lr * (1 - update_idx / NUM_UPDATES), update_idx = count // minibatches per update;
-    constant without ANNEAL_LR. The optimizer count advances once per minibatch."""
-    if not config["ANNEAL_LR"]:
-        return optax.constant_schedule(initial_lr)
+def lr_multiplier(config: dict[str, Any]) -> optax.Schedule:
+    """The schedule's shape by optimizer count, 1 at its peak: the learning rate of update u
+    (u = count // minibatches per update) is base_lr * multiplier.
+
+    Warm-up over the first W = round(WARMUP_FRACTION * NUM_UPDATES) updates: (u + 1) / W; then
+    over the remaining updates, LR_SCHEDULE constant: 1; linear: 1 - (u - W) / (N - W);
+    cosine: (1 + cos(pi (u - W) / (N - W))) / 2. Without warm-up, linear is PureJaxRL's
+    `1 - u / NUM_UPDATES`."""
     per_update = config["NUM_MINIBATCHES"] * config["UPDATE_EPOCHS"]
-    decay = optax.linear_schedule(initial_lr, 0.0, transition_steps=config["NUM_UPDATES"])
-    return lambda count: decay(count // per_update)
+    total = config["NUM_UPDATES"]
+    warmup = min(round(config["WARMUP_FRACTION"] * total), total - 1)
+    decay_steps = total - warmup
+    decay = {
+        "constant": optax.constant_schedule(1.0),
+        "linear": optax.linear_schedule(1.0, 0.0, decay_steps),
+        "cosine": optax.cosine_decay_schedule(1.0, decay_steps),
+    }[config["LR_SCHEDULE"]]
+    if warmup:
+        warm = optax.linear_schedule(1.0 / warmup, 1.0, max(warmup - 1, 1))
+        by_update = optax.join_schedules([warm, decay], [warmup])
+    else:
+        by_update = decay
+    return lambda count: by_update(count // per_update)
 
 
-def linear_schedule(config: dict[str, Any]) -> optax.Schedule:
-    """Adam's learning rate by optimizer count."""
-    return _schedule(config["LR"], config)
-
-
-def muon_schedule(config: dict[str, Any]) -> optax.Schedule:
-    """Muon's learning rate (hidden weight matrices) by optimizer count."""
-    return _schedule(config["MUON_LR"], config)
-
-
-def aux_schedule(config: dict[str, Any]) -> optax.Schedule:
-    """Aux Adam's learning rate (biases, heads) by optimizer count."""
-    return _schedule(config["AUX_ADAM_LR"], config)
-
-
-def muon_split(config: dict[str, Any]) -> Callable:
-    """Labels: Muon for hidden matrices, and for the input layer unless MUON_INPUT_LAYER is off."""
-    adam_names = muon_jax.HEAD_NAMES + (() if config["MUON_INPUT_LAYER"] else (INPUT_LAYER,))
-    return functools.partial(muon_jax.muon_labels, head_names=adam_names)
-
-
-def make_optimizer(config: dict[str, Any]) -> optax.GradientTransformation:
+def make_optimizer(config: dict[str, Any], rates: dict[str, jax.Array]):
+    """The optimizer of a run whose base learning rates are `rates` (config keys -> scalars,
+    possibly traced: a vmapped sweep gives each run its own)."""
+    shape = lr_multiplier(config)
+    scheduled = {key: (lambda count, r=rate: r * shape(count)) for key, rate in rates.items()}
     if config["USE_MUON"]:
         return muon_jax.chain_with_muon(
-            muon_schedule(config),
-            aux_schedule(config),
+            scheduled["MUON_LR"],
+            scheduled["AUX_ADAM_LR"],
             config["MAX_GRAD_NORM"],
+            labels=functools.partial(muon_jax.muon_labels, split=module_split(config)),
             beta=config["MUON_MOMENTUM"],
             ns_steps=config["MUON_NS_STEPS"],
             aux_eps=1e-5,
-            labels=muon_split(config),
         )
-    return muon_jax.chain_with_adam(linear_schedule(config), config["MAX_GRAD_NORM"])
+    return muon_jax.chain_with_adam(scheduled["LR"], config["MAX_GRAD_NORM"])
+
+
+def config_rates(config: dict[str, Any]) -> dict[str, jax.Array]:
+    """The base learning rates of a single run, from the config."""
+    return {key: jnp.float32(config[key]) for key in rate_keys(config)}
 
 
 # ================================================================== state
@@ -354,14 +636,15 @@ class RunnerState:
     episode_return: jax.Array  # (NUM_ENVS,) float32, reward so far in each running game
     key: jax.Array
     update: jax.Array  # int32, updates done
+    learning_rates: dict[str, jax.Array]  # base rates by config key: a sweep varies these
 
 
 class Transition(NamedTuple):
     """One rollout step of every env; a rollout stacks these to (NUM_STEPS, NUM_ENVS, ...)."""
 
-    obs: jax.Array
-    mask: jax.Array  # bool[4], the moves allowed when acting
-    action: jax.Array
+    features: jax.Array  # the network's input (`observe`)
+    mask: jax.Array  # bool[4], the moves allowed when acting, in the agent's frame
+    action: jax.Array  # in the agent's frame
     log_prob: jax.Array
     value: jax.Array
     reward: jax.Array  # plus gamma * V(final obs) where the game was truncated
@@ -377,70 +660,93 @@ class Parts(NamedTuple):
     config: dict[str, Any]
     env: SnakeEnv
     network: ActorCritic
-    optimizer: optax.GradientTransformation
 
 
 def make_parts(config: dict[str, Any]) -> Parts:
     config = validate_config(config)
-    return Parts(config, make_env(config), make_network(config), make_optimizer(config))
+    return Parts(config, make_env(config), make_network(config))
+
+
+def optimizer_of(parts: Parts, runner: RunnerState) -> optax.GradientTransformation:
+    return make_optimizer(parts.config, runner.learning_rates)
 
 
 def action_masks(parts: Parts, env_state: SnakeState) -> jax.Array:
-    """(NUM_ENVS, 4) allowed moves; all four when masking is off or every move dies."""
-    n = parts.config["NUM_ENVS"]
+    """(NUM_ENVS, 4) allowed absolute moves; all four when masking is off or every move dies."""
+    n = env_state.head.shape[0]
     if not parts.config["ACTION_MASKING"]:
         return jnp.ones((n, NUM_ACTIONS), bool)
     mask = jax.vmap(parts.env.action_mask)(env_state)
     return mask | ~mask.any(axis=-1, keepdims=True)
 
 
-def init_runner(parts: Parts, key: jax.Array) -> RunnerState:
+def init_runner(
+    parts: Parts, key: jax.Array, learning_rates: dict[str, jax.Array] | None = None
+) -> RunnerState:
+    """A fresh run: new games, initial weights, optimizer state (rates from the config unless
+    given)."""
+    rates = config_rates(parts.config) if learning_rates is None else learning_rates
     key, key_params, key_env = jax.random.split(key, 3)
     n = parts.config["NUM_ENVS"]
     obs, env_state = jax.vmap(parts.env.reset)(jax.random.split(key_env, n))
-    params = parts.network.init(key_params, obs[:1], jnp.ones((1, NUM_ACTIONS), bool))
+    features = observe(parts.config, obs[:1]).features
+    params = parts.network.init(key_params, features, jnp.ones((1, NUM_ACTIONS), bool))
     return RunnerState(
         params=params,
-        opt_state=parts.optimizer.init(params),
+        opt_state=make_optimizer(parts.config, rates).init(params),
         env_state=env_state,
         obs=obs,
         episode_return=jnp.zeros(n, jnp.float32),
         key=key,
         update=jnp.zeros((), jnp.int32),
+        learning_rates=rates,
     )
 
 
-# ================================================================== rollout and GAE
+# ================================================================== acting, rollout and GAE
+
+
+def policy(parts: Parts, params, obs: jax.Array, env_state: SnakeState):
+    """(agent input, allowed moves in the agent's frame, logits, value) for a batch of games."""
+    agent_input = observe(parts.config, obs)
+    mask = to_relative(action_masks(parts, env_state), agent_input.heading)
+    logits, value = parts.network.apply(params, agent_input.features, mask)
+    return agent_input, mask, logits, value
+
+
+def value_of(parts: Parts, params, obs: jax.Array) -> jax.Array:
+    """V(obs) for a batch of observations (no policy head, no mask)."""
+    features = observe(parts.config, obs).features
+    return parts.network.apply(params, features, method=ActorCritic.value)
 
 
 def env_step(parts: Parts, runner: RunnerState, _) -> tuple[RunnerState, Transition]:
     """Act in every env once with the current policy."""
     key, key_action, key_env = jax.random.split(runner.key, 3)
-    mask = action_masks(parts, runner.env_state)
-    logits, value = parts.network.apply(runner.params, runner.obs, mask)
+    agent_input, mask, logits, value = policy(parts, runner.params, runner.obs, runner.env_state)
     action = jax.random.categorical(key_action, logits)
     log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], -1)[:, 0]
     env_keys = jax.random.split(key_env, parts.config["NUM_ENVS"])
     obs, env_state, reward, done, info = jax.vmap(parts.env.step)(
-        env_keys, runner.env_state, action
+        env_keys, runner.env_state, to_absolute_action(action, agent_input.heading)
     )
     # Truncation is not death: bootstrap from the value of the game's last observation. Most
-    # steps truncate nothing, so the extra forward pass is skipped then.
+    # steps truncate nothing, and then a single run skips this forward pass; under vmap (seeds
+    # or rates side by side) the cond becomes a select and it always runs.
     truncated = info["truncated"]
     final_value = jax.lax.cond(
         truncated.any(),
-        lambda: parts.network.apply(runner.params, info["final_obs"], mask)[1],
+        lambda: value_of(parts, runner.params, info["final_obs"]),
         lambda: jnp.zeros_like(value),
     )
-    reward_with_bootstrap = reward + parts.config["GAMMA"] * final_value * truncated
     episode_return = runner.episode_return + reward
     transition = Transition(
-        obs=runner.obs,
+        features=agent_input.features,
         mask=mask,
         action=action,
         log_prob=log_prob,
         value=value,
-        reward=reward_with_bootstrap,
+        reward=reward + parts.config["GAMMA"] * final_value * truncated,
         done=done,
         finished_return=jnp.where(done, episode_return, 0.0),
         finished_length=jnp.where(done, info["episode_length"], 0),
@@ -482,7 +788,9 @@ def compute_gae(
 
 
 class Batch(NamedTuple):
-    obs: jax.Array
+    """A rollout flattened to (NUM_STEPS * NUM_ENVS, ...) samples: what the loss trains on."""
+
+    features: jax.Array
     mask: jax.Array
     action: jax.Array
     log_prob: jax.Array
@@ -491,10 +799,23 @@ class Batch(NamedTuple):
     target: jax.Array
 
 
+def make_batch(rollout: Transition, advantages: jax.Array, targets: jax.Array) -> Batch:
+    flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
+    return Batch(
+        features=flat(rollout.features),
+        mask=flat(rollout.mask),
+        action=flat(rollout.action),
+        log_prob=flat(rollout.log_prob),
+        value=flat(rollout.value),
+        advantage=flat(advantages),
+        target=flat(targets),
+    )
+
+
 def ppo_loss(params, parts: Parts, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Clipped surrogate + clipped value loss - entropy bonus, on one minibatch."""
     cfg = parts.config
-    logits, value = parts.network.apply(params, batch.obs, batch.mask)
+    logits, value = parts.network.apply(params, batch.features, batch.mask)
     log_probs = jax.nn.log_softmax(logits)
     log_prob = jnp.take_along_axis(log_probs, batch.action[:, None], -1)[:, 0]
     entropy = -(jnp.exp(log_probs) * log_probs).sum(-1).mean()
@@ -521,27 +842,30 @@ def ppo_loss(params, parts: Parts, batch: Batch) -> tuple[jax.Array, dict[str, j
     }
 
 
-def update_minibatch(parts: Parts, train: tuple, batch: Batch):
+class Learner(NamedTuple):
+    """What gradient steps change: the weights and the optimizer state."""
+
+    params: Any
+    opt_state: Any
+
+
+def update_minibatch(parts: Parts, optimizer, learner: Learner, batch: Batch):
     """One optimizer step on one minibatch; returns the loss metrics and the gradient norm."""
-    params, opt_state = train
-    grads, metrics = jax.grad(ppo_loss, has_aux=True)(params, parts, batch)
-    updates, opt_state = parts.optimizer.update(grads, opt_state, params)
-    params = optax.apply_updates(params, updates)
-    return (params, opt_state), {**metrics, "grad_norm": optax.tree.norm(grads)}
+    grads, metrics = jax.grad(ppo_loss, has_aux=True)(learner.params, parts, batch)
+    updates, opt_state = optimizer.update(grads, learner.opt_state, learner.params)
+    params = optax.apply_updates(learner.params, updates)
+    return Learner(params, opt_state), {**metrics, "grad_norm": optax.tree.norm(grads)}
 
 
-def update_epoch(parts: Parts, carry: tuple, _):
+def update_epoch(parts: Parts, optimizer, batch: Batch, learner: Learner, key: jax.Array):
     """Shuffle the rollout into NUM_MINIBATCHES minibatches and step on each."""
-    params, opt_state, batch, key = carry
-    key, key_perm = jax.random.split(key)
     cfg = parts.config
-    permutation = jax.random.permutation(key_perm, cfg["NUM_ENVS"] * cfg["NUM_STEPS"])
+    permutation = jax.random.permutation(key, cfg["NUM_ENVS"] * cfg["NUM_STEPS"])
     minibatches = jax.tree.map(
         lambda x: x[permutation].reshape(cfg["NUM_MINIBATCHES"], -1, *x.shape[1:]), batch
     )
-    step = functools.partial(update_minibatch, parts)
-    (params, opt_state), metrics = jax.lax.scan(step, (params, opt_state), minibatches)
-    return (params, opt_state, batch, key), metrics
+    step = functools.partial(update_minibatch, parts, optimizer)
+    return jax.lax.scan(step, learner, minibatches)
 
 
 def episode_metrics(rollout: Transition) -> dict[str, jax.Array]:
@@ -563,23 +887,21 @@ def update_step(parts: Parts, runner: RunnerState) -> tuple[RunnerState, dict[st
     Learning rates are read from the optimizer state after the update: the rates it applied."""
     cfg = parts.config
     runner, rollout = collect_rollout(parts, runner)
-    last_mask = action_masks(parts, runner.env_state)
-    _, last_value = parts.network.apply(runner.params, runner.obs, last_mask)
+    last_value = value_of(parts, runner.params, runner.obs)
     advantages, targets = compute_gae(rollout, last_value, cfg["GAMMA"], cfg["GAE_LAMBDA"])
-    flat = lambda x: x.reshape(-1, *x.shape[2:])  # noqa: E731
-    batch = Batch(
-        *map(flat, (rollout.obs, rollout.mask, rollout.action, rollout.log_prob, rollout.value)),
-        advantage=flat(advantages),
-        target=flat(targets),
-    )
+    batch = make_batch(rollout, advantages, targets)
     key, key_epochs = jax.random.split(runner.key)
-    epoch = functools.partial(update_epoch, parts)
-    (params, opt_state, _, _), losses = jax.lax.scan(
-        epoch, (runner.params, runner.opt_state, batch, key_epochs), None, cfg["UPDATE_EPOCHS"]
+    epoch = functools.partial(update_epoch, parts, optimizer_of(parts, runner), batch)
+    learner, losses = jax.lax.scan(
+        epoch,
+        Learner(runner.params, runner.opt_state),
+        jax.random.split(key_epochs, cfg["UPDATE_EPOCHS"]),
     )
     update = runner.update + 1
-    runner = runner.replace(params=params, opt_state=opt_state, key=key, update=update)
-    rates = muon_jax.applied_learning_rates(opt_state)
+    runner = runner.replace(
+        params=learner.params, opt_state=learner.opt_state, key=key, update=update
+    )
+    rates = muon_jax.applied_learning_rates(learner.opt_state)
     lr_metrics = (
         {"learning_rate": rates[muon_jax.MUON], "aux_learning_rate": rates[muon_jax.ADAM]}
         if cfg["USE_MUON"]
@@ -619,7 +941,7 @@ def final_score(score: np.ndarray, episodes: np.ndarray, fraction: float = 0.1) 
     return (score[..., tail] * finished).sum(-1) / np.maximum(finished.sum(-1), 1)
 
 
-# ================================================================== entry points
+# ================================================================== entry points: one run
 
 
 def _train_by_scan(parts: Parts, update: Callable) -> Callable[[jax.Array], dict[str, Any]]:
@@ -666,3 +988,211 @@ def make_train_with_callback(
         return runner, metrics
 
     return _train_by_scan(parts, update_and_report)
+
+
+# ================================================================== many runs, in chunks
+
+
+def over_runs(fn: Callable, num_runs: int) -> Callable:
+    """`fn` on a state with a leading run axis: vmapped, or for a single run applied to its
+    only element (so a lone run keeps `lax.cond` as a real branch instead of a select)."""
+    if num_runs > 1:
+        return jax.vmap(fn)
+
+    def single(*args):
+        out = fn(*jax.tree.map(lambda x: x[0], args))
+        return jax.tree.map(lambda x: x[None], out)
+
+    return single
+
+
+def init_runs(parts: Parts) -> Callable[[], RunnerState]:
+    """init() -> RunnerState with a leading axis over `run_grid(config)` (seeds x rates); run
+    i starts exactly as `init_runner` with PRNGKey(its seed) and its rates."""
+    grid = run_grid(parts.config)
+
+    def init() -> RunnerState:
+        keys = jnp.stack([jax.random.PRNGKey(run["SEED"]) for run in grid])
+        rates = {
+            k: jnp.array([run[k] for run in grid], jnp.float32) for k in rate_keys(parts.config)
+        }
+        return over_runs(functools.partial(init_runner, parts), len(grid))(keys, rates)
+
+    return init
+
+
+HEALTH_METRICS = ("total_loss", "grad_norm")  # a non-finite one stops training
+
+
+def make_chunk(
+    parts: Parts, length: int, report: Callable[[dict[str, np.ndarray]], None] | None = None
+) -> Callable:
+    """chunk(runner, stop) -> (runner, metrics, ran): up to `length` updates of every run
+    (leading run axis), stopping early at update `stop` or at an update whose loss or gradient
+    norm is not finite: that update's metrics are returned (to name it) but its state is not,
+    the runner is the last healthy one. metrics: `(length, runs)` arrays; ran: `(length,)`
+    bool, the updates attempted. One compile serves every chunk: `stop` is an argument.
+    `report(metrics)`, if given, gets each update's metrics on the host as it finishes (for a
+    live console)."""
+    num_runs = parts.config["NUM_RUNS"]
+    update_runs = over_runs(functools.partial(update_step, parts), num_runs)
+
+    def update_and_report(runner):
+        runner, metrics = update_runs(runner)
+        if report is not None:
+            jax.debug.callback(report, {**metrics, "update": runner.update[0]})
+        return runner, metrics
+
+    def skip(runner):
+        metrics_shape = jax.eval_shape(update_runs, runner)[1]
+        return runner, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metrics_shape)
+
+    def chunk(runner: RunnerState, stop: jax.Array):
+        def body(carry, _):
+            runner, healthy = carry
+            go = healthy & (runner.update[0] < stop)
+            updated, metrics = jax.lax.cond(go, update_and_report, skip, runner)
+            finite = [jnp.isfinite(metrics[name]).all() for name in HEALTH_METRICS]
+            healthy = healthy & functools.reduce(jnp.logical_and, finite)
+            runner = jax.tree.map(lambda new, old: jnp.where(healthy, new, old), updated, runner)
+            return (runner, healthy), (metrics, go)
+
+        (runner, _), (metrics, ran) = jax.lax.scan(body, (runner, jnp.array(True)), None, length)
+        return runner, metrics, ran
+
+    return chunk
+
+
+# ================================================================== devices
+
+GAMES_AXIS = "games"
+
+
+def make_mesh(devices: int = 0) -> Mesh:
+    """A 1-D mesh over the first `devices` devices of every process (0: all of them)."""
+    available = jax.devices()
+    count = len(available) if devices == 0 else devices
+    if count > len(available):
+        raise ConfigError(f"DEVICES must be <= the {len(available)} visible devices, got {count}")
+    return Mesh(np.array(available[:count]), (GAMES_AXIS,))
+
+
+def check_divisible(config: dict[str, Any], mesh: Mesh) -> None:
+    devices = mesh.devices.size
+    if config["NUM_ENVS"] % devices:
+        raise ConfigError(
+            f"NUM_ENVS must be a multiple of the {devices} devices it is sharded over, "
+            f"got {config['NUM_ENVS']}"
+        )
+
+
+def runner_shardings(runner: RunnerState, mesh: Mesh) -> RunnerState:
+    """Shardings for a runner with a leading run axis: every game's state and observation split
+    over the mesh along the games axis; weights, optimizer state, keys and counters replicated
+    (the compiler then all-reduces the gradients)."""
+    replicated = NamedSharding(mesh, PartitionSpec())
+    by_game = NamedSharding(mesh, PartitionSpec(None, GAMES_AXIS))
+    shardings = jax.tree.map(lambda _: replicated, runner)
+    per_game = jax.tree.map(
+        lambda _: by_game, (runner.env_state, runner.obs, runner.episode_return)
+    )
+    return shardings.replace(env_state=per_game[0], obs=per_game[1], episode_return=per_game[2])
+
+
+# ================================================================== evaluation
+
+
+def eval_env(config: dict[str, Any]) -> SnakeEnv:
+    """The game as it is scored: the board of `config` under the default rules (starvation
+    after GRID_SIZE**2 moves without food, at most 64 * GRID_SIZE**2 moves), whatever the
+    training rules were."""
+    return SnakeEnv(grid_size=config["GRID_SIZE"])
+
+
+def choose(logits: jax.Array, key: jax.Array, greedy: bool) -> jax.Array:
+    return jnp.argmax(logits, -1) if greedy else jax.random.categorical(key, logits)
+
+
+def make_evaluate(config: dict[str, Any], episodes: int, greedy: bool) -> Callable:
+    """evaluate(params, key) -> {"score", "length", "won"}, each `(episodes,)`: the first game
+    of `episodes` games played side by side by the policy (argmax, or sampled), one jit."""
+    parts = make_parts(config)._replace(env=eval_env(config))
+    env = parts.env
+
+    def evaluate(params, key: jax.Array) -> dict[str, jax.Array]:
+        key, key_reset = jax.random.split(key)
+        obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, episodes))
+        zeros = jnp.zeros(episodes, jnp.int32)
+        result = {"score": zeros, "length": zeros, "won": zeros.astype(bool)}
+        finished = zeros.astype(bool)
+
+        def play(carry):
+            obs, state, key, finished, result = carry
+            key, key_act, key_env = jax.random.split(key, 3)
+            agent_input, _, logits, _ = policy(parts, params, obs, state)
+            action = to_absolute_action(choose(logits, key_act, greedy), agent_input.heading)
+            keys = jax.random.split(key_env, episodes)
+            obs, state, _, done, info = jax.vmap(env.step)(keys, state, action)
+            first = done & ~finished
+            result = {
+                "score": jnp.where(first, info["score"], result["score"]),
+                "length": jnp.where(first, info["episode_length"], result["length"]),
+                "won": jnp.where(first, info["won"], result["won"]),
+            }
+            return obs, state, key, finished | done, result
+
+        carry = (obs, state, key, finished, result)
+        return jax.lax.while_loop(lambda c: ~c[3].all(), play, carry)[4]
+
+    return evaluate
+
+
+def make_replay(config: dict[str, Any], greedy: bool) -> Callable:
+    """replay(params, key) -> (observations `(T, G, G, C)`, done `(T,)`, score `(T,)`): one
+    game under the scoring rules, T = MAX moves + 1; row 0 is the start, row t the board after
+    move t (the last one included: the observation before the auto-reset)."""
+    parts = make_parts(config)._replace(env=eval_env(config))
+    env = parts.env
+
+    def replay(params, key: jax.Array):
+        key, key_reset = jax.random.split(key)
+        obs, state = env.reset(key_reset)
+
+        def move(carry, key):
+            obs, state = carry
+            key_act, key_env = jax.random.split(key)
+            batch_obs, batch_state = obs[None], jax.tree.map(lambda x: x[None], state)
+            agent_input, _, logits, _ = policy(parts, params, batch_obs, batch_state)
+            action = to_absolute_action(choose(logits, key_act, greedy), agent_input.heading)
+            obs, state, _, done, info = env.step(key_env, state, action[0])
+            return (obs, state), (info["final_obs"], done, info["score"])
+
+        keys = jax.random.split(key, env.max_steps)
+        _, (frames, done, score) = jax.lax.scan(move, (obs, state), keys)
+        zero = jnp.zeros((), jnp.int32)
+        return (
+            jnp.concatenate([obs[None], frames]),
+            jnp.concatenate([jnp.zeros((1,), bool), done]),
+            jnp.concatenate([zero[None], score]),
+        )
+
+    return replay
+
+
+def eval_summary(result: dict[str, np.ndarray], max_score: int) -> dict[str, float]:
+    """The figures of an evaluation: score distribution, win rate, length, steps per food."""
+    score, length = np.asarray(result["score"]), np.asarray(result["length"])
+    return {
+        "episodes": int(score.size),
+        "mean_score": float(score.mean()),
+        "median_score": float(np.median(score)),
+        "max_score": int(score.max()),
+        "win_rate": float(np.mean(result["won"])),
+        "mean_length": float(length.mean()),
+        "steps_per_food": float(length.sum() / max(score.sum(), 1)),
+        "fill": float(score.mean() / max_score),
+    }
+
+
+def num_parameters(params) -> int:
+    return sum(math.prod(x.shape) for x in jax.tree.leaves(params))

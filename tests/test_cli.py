@@ -1,16 +1,17 @@
-"""The real CLI in a subprocess: the documented commands, WandB read back from disk, bad input."""
+"""The real CLI: the documented commands in subprocesses with WandB read back from disk, every
+flag from the settings declaration, and bad input answered in one line."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = str(ROOT / "train_snake_purejaxrl.py")
+import train_snake_purejaxrl as cli
+import train_snake_purejaxrl_impl as impl
+from tests.cli_helpers import history, run_cli, wandb_records
+from train_snake_purejaxrl_impl import Bool, Choice, Float, Int, Numbers, Text
+
 # Small sizes appended to the documented commands: 4 updates of 16 games x 32 moves on 6x6.
 SMALL = ["--total-timesteps", "2048", "--num-envs", "16", "--num-steps", "32", "--grid-size", "6",
          "--hidden-sizes", "32,32"]  # fmt: skip
@@ -22,30 +23,10 @@ DOCUMENTED = {
 }
 
 
-def run_cli(args, cwd, env_overrides=None, drop=()):
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update({"HOME": str(cwd), "WANDB_MODE": "offline", **(env_overrides or {})})
-    for key in drop:
-        env.pop(key, None)
-    return subprocess.run(
-        [sys.executable, SCRIPT, *args], cwd=cwd, env=env, capture_output=True, text=True,
-        timeout=300, check=False,
-    )  # fmt: skip
-
-
-def wandb_records(cwd):
-    """Every record of the single offline run under cwd/wandb, as dicts (`wandb leet inspect`)."""
+def single_run_records(cwd):
     runs = sorted((Path(cwd) / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, runs
-    out = subprocess.run(
-        [sys.executable, "-m", "wandb", "leet", "inspect", str(runs[0]), "--json"],
-        capture_output=True, text=True, check=True, timeout=120,
-    )  # fmt: skip
-    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
-
-
-def history(records):
-    return [r["history"]["item"] for r in records if r["type"] == "history"]
+    return wandb_records(runs[0])
 
 
 def annealed(lr):
@@ -58,9 +39,9 @@ def documented_runs(tmp_path_factory):
     results = {}
     for name, command in DOCUMENTED.items():
         cwd = tmp_path_factory.mktemp(name)
-        proc = run_cli([*command.split(), *SMALL], cwd)
+        proc = run_cli([*command.split(), *SMALL, "--eval-episodes", "8"], cwd)
         assert proc.returncode == 0, proc.stderr
-        results[name] = (proc, wandb_records(cwd))
+        results[name] = (proc, single_run_records(cwd))
     return results
 
 
@@ -89,12 +70,14 @@ def test_muon_without_anneal_flag_keeps_both_rates_constant(documented_runs):
     np.testing.assert_allclose([r["train/aux_learning_rate"] for r in rows], 2.5e-4, rtol=1e-6)
 
 
-def test_wandb_gets_the_config_every_metric_and_env_steps_as_x_axis(documented_runs):
+def test_wandb_gets_every_setting_in_its_config_and_env_steps_as_x_axis(documented_runs):
     proc, records = documented_runs["muon_annealed"]
     run = next(r["run"] for r in records if r["type"] == "run")
     config = run["config"]["update"]
+    assert set(impl.SETTING) <= set(config)  # generated from the declaration
     assert config["USE_MUON"] is True and config["MUON_LR"] == 0.02
     assert config["ANNEAL_LR"] is True and config["NUM_UPDATES"] == NUM_UPDATES
+    assert config["GRID_SIZE"] == 6 and config["FOOD_REWARD"] == 1.0  # game settings too
     metric_defs = [r["metric"] for r in records if r["type"] == "metric"]
     assert {"glob_name": "train/*", "step_metric": "env_steps"}.items() <= {
         k: v for d in metric_defs for k, v in d.items() if k in ("glob_name", "step_metric")
@@ -107,27 +90,43 @@ def test_wandb_gets_the_config_every_metric_and_env_steps_as_x_axis(documented_r
     assert "final mean score" in proc.stdout and "wandb sync" in proc.stdout
 
 
+def test_the_end_of_a_wandb_run_logs_the_final_agents_game_and_evaluation(documented_runs):
+    proc, records = documented_runs["adam_annealed"]
+    summary = {}
+    for record in records:
+        if record["type"] == "summary":
+            summary.update(record["summary"].get("update", {}))
+    for key in ("mean_score", "median_score", "max_score", "win_rate", "steps_per_food"):
+        assert f"eval/{key}" in summary, key
+    assert summary["eval/episodes"] == 8
+    assert summary.get("eval/game._type") == "video-file"
+    assert summary["eval/game.path"].endswith(".gif")
+    assert "evaluation: mean score" in proc.stdout
+
+
 def test_metrics_out_writes_one_json_row_per_update_with_every_metric(tmp_path):
     out = tmp_path / "logs" / "metrics.jsonl"
     proc = run_cli([*SMALL, "--metrics-out", str(out), "--quiet"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["update"] for r in rows] == [1, 2, 3, 4]
-    assert {"learning_rate", "entropy", "episode_score", "env_steps"} <= set(rows[0])
+    assert {"learning_rate", "entropy", "episode_score", "env_steps", "seed", "lr"} <= set(rows[0])
     assert "update " not in proc.stdout  # --quiet: no progress lines, only the summary
     assert "final mean score" in proc.stdout
 
 
 def test_without_a_wandb_key_it_says_so_in_one_line_and_logs_offline(tmp_path):
-    proc = run_cli([*SMALL, "--wandb", "--quiet"], tmp_path, drop=("WANDB_MODE", "WANDB_API_KEY"))
+    args = [*SMALL, "--wandb", "--quiet", "--checkpoint-dir", "none"]
+    proc = run_cli(args, tmp_path, drop=("WANDB_MODE", "WANDB_API_KEY"))
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if line.startswith("wandb:")]
     assert len(warnings) == 1 and "offline" in warnings[0]
-    assert len(history(wandb_records(tmp_path))) == NUM_UPDATES  # nothing lost
+    rows = history(single_run_records(tmp_path))
+    assert len(rows) == NUM_UPDATES  # nothing lost
 
 
 def test_progress_lines_show_updates_speed_score_and_learning_rate(tmp_path):
-    proc = run_cli([*SMALL, "--use-muon"], tmp_path)
+    proc = run_cli([*SMALL, "--use-muon", "--checkpoint-dir", "none"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     last = [line for line in proc.stdout.splitlines() if line.startswith("update ")][-1]
     assert f"{NUM_UPDATES}/{NUM_UPDATES}" in last
@@ -135,39 +134,102 @@ def test_progress_lines_show_updates_speed_score_and_learning_rate(tmp_path):
         assert part in last
 
 
+# --------------------------------------------------------------------------- flags, in-process
+DECLARED = [*impl.SETTINGS, *cli.RUN_OPTIONS]
+
+
+def run_main(argv, capsys):
+    """The CLI's main() in this process: (exit status, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def test_help_lists_every_setting_and_option_with_its_doc_and_default(capsys):
+    status, out, _ = run_main(["--help"], capsys)
+    assert status == 0
+    text = " ".join(out.split())  # argparse wraps lines
+    for setting in DECLARED:
+        assert setting.flag in text, setting.key
+        assert " ".join(setting.doc.split()[:4]) in text, setting.key
+        assert f"(default: {setting.show(setting.default)})" in text, setting.key
+        if isinstance(setting, Bool):
+            assert f"--no-{setting.flag[2:]}" in text, setting.key
+    for key in ("FOOD_REWARD", "DEATH_REWARD", "STEP_REWARD", "MAX_STEPS", "STARVATION_STEPS"):
+        assert impl.SETTING[key].flag in text
+
+
+def bad_value(setting):
+    """A value the declaration must refuse, as typed on the command line."""
+    if isinstance(setting, Choice):
+        return "bogus"
+    if isinstance(setting, Numbers):
+        return "0,-1"
+    if isinstance(setting, Int):
+        return str(setting.low - 1) if setting.low is not None else "2.5"
+    if isinstance(setting, Float):
+        if setting.low is not None:
+            return str(setting.low - 1)
+        return "nan"
+    raise AssertionError(setting)
+
+
+CHECKED = [s for s in DECLARED if not isinstance(s, (Bool, Text))]
+
+
+@pytest.mark.parametrize("setting", CHECKED, ids=[s.key for s in CHECKED])
+def test_a_bad_value_of_every_setting_gets_one_line_naming_its_flag(setting, capsys):
+    status, out, err = run_main([setting.flag, bad_value(setting)], capsys)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert setting.flag in lines[0] and "Traceback" not in err
+    assert "must" in lines[0]  # says what is allowed
+
+
 @pytest.mark.parametrize(
     "args, flag",
     [
-        (["--num-envs", "0"], "--num-envs"),
-        (["--lr", "-1"], "--lr"),
-        (["--grid-size", "2"], "--grid-size"),
         (["--num-envs", "16", "--num-steps", "32", "--num-minibatches", "7"], "--num-minibatches"),
         (
             ["--num-envs", "16", "--num-steps", "32", "--total-timesteps", "100"],
             "--total-timesteps",
-        ),
+        ),  # fmt: skip
         (["--wandb-mode", "sometimes"], "--wandb-mode"),
-        (["--muon-ns-steps", "0"], "--muon-ns-steps"),
+        (["--lr", "abc"], "--lr"),
+        (["--hidden-sizes", "32,x"], "--hidden-sizes"),
+        (["--anneal-lr", "--lr-schedule", "cosine"], "--anneal-lr"),
+        (["--lr-sweep", "1e-4,1e-3", "--use-muon"], "--lr-sweep"),
+        (["--render-gif", "x.gif"], "--render-gif"),
+        (["--eval", "somewhere", "--grid-size", "8"], "--eval"),
+        (["--resume"], "--resume"),
+        (["--anneal-lr=yes"], "--anneal-lr"),
     ],
 )
-def test_bad_input_exits_with_one_line_naming_the_flag(tmp_path, args, flag):
-    proc = run_cli(args, tmp_path)
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1, proc.stderr
-    assert flag in lines[0] and "Traceback" not in proc.stderr
-    assert any(word in lines[0] for word in ("must", "choose from"))  # says what is allowed
+def test_bad_combinations_get_one_line_naming_the_flag(args, flag, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    status, _, err = run_main(args, capsys)
+    assert status == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert flag in lines[0] and "Traceback" not in err
 
 
-def test_help_documents_every_flag_with_its_default(tmp_path):
-    proc = run_cli(["--help"], tmp_path)
-    flags = ["--lr", "--anneal-lr", "--no-anneal-lr", "--use-muon", "--muon-lr", "--aux-adam-lr",
-             "--muon-ns-steps",
-             "--total-timesteps", "--num-envs", "--num-steps", "--update-epochs",
-             "--num-minibatches", "--gamma", "--gae-lambda", "--clip-eps", "--ent-coef",
-             "--vf-coef", "--max-grad-norm", "--grid-size", "--seed", "--wandb",
-             "--wandb-project", "--wandb-entity", "--wandb-name", "--wandb-mode",
-             "--metrics-out", "--quiet"]  # fmt: skip
-    for flag in flags:
-        assert flag in proc.stdout, flag
-    assert "(default: snake-purejaxrl)" in proc.stdout
+def test_the_game_settings_reach_the_env():
+    config = impl.validate_config(
+        {
+            "GRID_SIZE": 8,
+            "FOOD_REWARD": 2.0,
+            "DEATH_REWARD": -3.0,
+            "STEP_REWARD": -0.01,
+            "MAX_STEPS": 500,
+            "STARVATION_STEPS": 40,
+        }  # fmt: skip
+    )
+    env = impl.make_parts(config).env
+    rules = (env.grid_size, env.food_reward, env.death_reward, env.step_reward)
+    assert rules == (8, 2.0, -3.0, -0.01)
+    assert (env.max_steps, env.starvation_steps) == (500, 40)
+    defaults = impl.make_parts({"GRID_SIZE": 8}).env  # 'auto': the env's own defaults
+    assert (defaults.max_steps, defaults.starvation_steps) == (64 * 64, 64)

@@ -1,5 +1,7 @@
 """`muon_jax`: which leaves get Muon, what each optimizer part does, and the applied rates."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -16,16 +18,38 @@ def grads_like(params, seed=0):
     return jax.tree.unflatten(tree, [jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
 
 
-def test_labels_of_a_plain_dense_layer():
-    params = {"Dense_0": {"kernel": jnp.zeros((32, 64)), "bias": jnp.zeros(64)}}
-    assert muon_jax.muon_labels(params) == {"Dense_0": {"kernel": "muon", "bias": "adam"}}
+def test_labels_follow_the_split_kernels_of_muon_modules_get_muon_biases_adam():
+    params = {"hidden": {"kernel": jnp.zeros((32, 64)), "bias": jnp.zeros(64)},
+              "head": {"kernel": jnp.zeros((64, 4)), "bias": jnp.zeros(4)}}  # fmt: skip
+    labels = muon_jax.muon_labels(params, {"hidden": "muon", "head": "adam"})
+    assert labels == {"hidden": {"kernel": "muon", "bias": "adam"},
+                      "head": {"kernel": "adam", "bias": "adam"}}  # fmt: skip
+
+
+def test_a_module_missing_from_the_split_is_an_error():
+    params = {"hidden": {"kernel": jnp.zeros((8, 8))}, "extra": {"kernel": jnp.zeros((8, 8))}}
+    with pytest.raises(ValueError, match="'extra'"):
+        muon_jax.muon_labels(params, {"hidden": "muon"})
+
+
+def test_a_split_naming_a_module_the_params_lack_is_an_error():
+    params = {"hidden": {"kernel": jnp.zeros((8, 8))}}
+    with pytest.raises(ValueError, match="'hiden'"):
+        muon_jax.muon_labels(params, {"hidden": "muon", "hiden": "adam"})
+
+
+def actor_critic_params(config):
+    network = impl.make_network(config)
+    features = jnp.zeros((1, impl.observe(config, jnp.zeros((1, 6, 6, 4))).features.shape[1]))
+    return network.init(jax.random.PRNGKey(0), features, jnp.ones((1, 4), bool))
 
 
 def test_actor_critic_hidden_matrices_get_muon_and_heads_and_biases_get_adam():
     config = impl.validate_config({"GRID_SIZE": 6, "TORSO": "separate"})
-    network = impl.make_network(config)
-    params = network.init(jax.random.PRNGKey(0), jnp.zeros((1, 6, 6, 4)), jnp.ones((1, 4), bool))
-    flat = jax.tree_util.tree_flatten_with_path(muon_jax.muon_labels(params))[0]
+    params = actor_critic_params(config)
+    flat = jax.tree_util.tree_flatten_with_path(
+        muon_jax.muon_labels(params, impl.module_split(config))
+    )[0]
     labels = {jax.tree_util.keystr(path): label for path, label in flat}
     for path, label in labels.items():
         hidden_kernel = "trunk" in path and "kernel" in path
@@ -33,10 +57,22 @@ def test_actor_critic_hidden_matrices_get_muon_and_heads_and_biases_get_adam():
     assert sum(label == "muon" for label in labels.values()) == 4  # 2 layers x 2 trunks
 
 
+def test_a_renamed_trunk_is_refused_instead_of_silently_moving_to_adam():
+    """The old substring rule sent any module whose name held "value" to Adam: a trunk renamed
+    "value_trunk" would have lost Muon without a word. Now it is an error."""
+    config = impl.validate_config({"GRID_SIZE": 6, "TORSO": "separate"})
+    params = actor_critic_params(config)
+    renamed = {"params": {("value_trunk" if k == "critic_trunk" else k): v
+                          for k, v in params["params"].items()}}  # fmt: skip
+    with pytest.raises(ValueError, match="value_trunk"):
+        muon_jax.muon_labels(renamed, impl.module_split(config))
+
+
 def test_conv_kernels_are_orthogonalized_as_matrices():
     params = {"Conv_0": {"kernel": jnp.zeros((3, 3, 4, 8))}, "Dense_0": {"bias": jnp.zeros(8)}}
-    assert muon_jax.muon_labels(params)["Conv_0"]["kernel"] == "muon"
-    tx = muon_jax.multi_transform_with_muon(0.1, 1e-3)
+    labels = functools.partial(muon_jax.muon_labels, split={"Conv_0": "muon", "Dense_0": "adam"})
+    assert labels(params)["Conv_0"]["kernel"] == "muon"
+    tx = muon_jax.multi_transform_with_muon(0.1, 1e-3, labels)
     updates, _ = tx.update(grads_like(params), tx.init(params), params)
     matrix = np.asarray(updates["Conv_0"]["kernel"]).reshape(36, 8) / -0.1
     singular = np.linalg.svd(matrix, compute_uv=False)
@@ -44,12 +80,15 @@ def test_conv_kernels_are_orthogonalized_as_matrices():
     assert 0.3 < singular.min() and singular.max() < 1.6  # Newton-Schulz: near-orthogonal
 
 
+HIDDEN = functools.partial(muon_jax.muon_labels, split={"hidden": "muon"})
+
+
 def test_muon_part_orthogonalizes_and_aux_part_is_plain_adam():
     params = {"hidden": {"kernel": jnp.ones((16, 64)), "bias": jnp.ones(64)}}
     grads = grads_like(params)
-    tx = muon_jax.multi_transform_with_muon(0.02, 1e-3)
+    tx = muon_jax.multi_transform_with_muon(0.02, 1e-3, HIDDEN)
     updates, _ = tx.update(grads, tx.init(params), params)
-    # optax scales a (16, 64) update by sqrt(fan_out / fan_in) = 2 on top of orthogonalization.
+    # scale_by_width multiplies a (16, 64) update by sqrt(fan_out / fan_in) = 2 after Newton-Schulz.
     update = np.asarray(updates["hidden"]["kernel"]) / (-0.02 * 2.0)
     singular = np.linalg.svd(update, compute_uv=False)
     assert 0.3 < singular.min() and singular.max() < 1.6
@@ -62,8 +101,8 @@ def test_muon_part_orthogonalizes_and_aux_part_is_plain_adam():
 def test_muon_step_size_scales_with_its_learning_rate_only(scale):
     params = {"hidden": {"kernel": jnp.ones((16, 16)), "bias": jnp.ones(16)}}
     grads = grads_like(params)
-    base = muon_jax.multi_transform_with_muon(0.01, 1e-3)
-    scaled = muon_jax.multi_transform_with_muon(0.01 * scale, 1e-3)
+    base = muon_jax.multi_transform_with_muon(0.01, 1e-3, HIDDEN)
+    scaled = muon_jax.multi_transform_with_muon(0.01 * scale, 1e-3, HIDDEN)
     u_base, _ = base.update(grads, base.init(params), params)
     u_scaled, _ = scaled.update(grads, scaled.init(params), params)
     np.testing.assert_allclose(
@@ -76,7 +115,7 @@ def test_learning_rates_accept_schedules_and_report_what_was_applied():
     params = {"hidden": {"kernel": jnp.ones((8, 8)), "bias": jnp.ones(8)}}
     muon_sched = optax.linear_schedule(0.02, 0.0, 4)
     aux_sched = lambda count: 1e-3 / (1.0 + count)  # noqa: E731
-    tx = muon_jax.chain_with_muon(muon_sched, aux_sched, max_grad_norm=1.0)
+    tx = muon_jax.chain_with_muon(muon_sched, aux_sched, max_grad_norm=1.0, labels=HIDDEN)
     state = tx.init(params)
     for count in range(4):
         _, state = tx.update(grads_like(params, count), state, params)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import muon_jax
 import train_snake_purejaxrl_impl as impl
 from snake_env import SnakeEnv
 
@@ -63,7 +64,8 @@ def test_muon_input_layer_switch_moves_the_first_layer_to_adam():
     for on in (True, False):
         parts = impl.make_parts({**TINY, "USE_MUON": True, "MUON_INPUT_LAYER": on})
         params = impl.init_runner(parts, jax.random.PRNGKey(0)).params
-        labels = impl.muon_split(parts.config)(params)["params"]["trunk"]
+        split = impl.module_split(parts.config)
+        labels = muon_jax.muon_labels(params, split)["params"]["trunk"]
         shapes[on] = {name: leaf["kernel"] for name, leaf in labels.items()}
     assert shapes[True] == {"input_dense": "muon", "hidden_dense_1": "muon"}
     assert shapes[False] == {"input_dense": "adam", "hidden_dense_1": "muon"}
@@ -77,7 +79,8 @@ def test_muon_ns_steps_sets_how_far_updates_are_orthogonalized():
         parts = impl.make_parts({**TINY, "USE_MUON": True, "MUON_NS_STEPS": steps})
         params = impl.init_runner(parts, jax.random.PRNGKey(0)).params
         grads = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
-        updates, _ = parts.optimizer.update(grads, parts.optimizer.init(params), params)
+        optimizer = impl.make_optimizer(parts.config, impl.config_rates(parts.config))
+        updates, _ = optimizer.update(grads, optimizer.init(params), params)
         kernel = np.asarray(updates["params"]["trunk"]["input_dense"]["kernel"])  # 363 x 32
         singular[steps] = np.linalg.svd(kernel, compute_uv=False) / parts.config["MUON_LR"]
     assert singular[1].max() < 0.75
@@ -161,29 +164,34 @@ def test_gae_matches_a_plain_loop_and_stops_at_episode_ends():
 
 # --------------------------------------------------------------------------- rollout
 def test_truncated_games_bootstrap_from_the_value_of_their_last_observation():
-    parts = impl.make_parts(TINY)
-    parts = parts._replace(env=SnakeEnv(6, starvation_steps=1))  # every move truncates
+    parts = impl.make_parts({**TINY, "STARVATION_STEPS": 1})  # every move that survives truncates
     runner = impl.init_runner(parts, jax.random.PRNGKey(0))
     _, transition = impl.env_step(parts, runner, None)
     assert transition.done.all()
-    # Re-play the same step to get the final observations and their values.
-    key, key_action, key_env = jax.random.split(runner.key, 3)
-    env_keys = jax.random.split(key_env, TINY["NUM_ENVS"])
-    _, _, reward, _, info = jax.vmap(parts.env.step)(env_keys, runner.env_state, transition.action)
-    _, final_value = parts.network.apply(runner.params, info["final_obs"], transition.mask)
+    # A move's outcome and final observation do not depend on the env key (only a new game's
+    # placement does), so any key re-plays the move the rollout made.
+    heading = impl.observe(parts.config, runner.obs).heading
+    moves = impl.to_absolute_action(transition.action, heading)
+    keys = jax.random.split(jax.random.PRNGKey(123), TINY["NUM_ENVS"])
+    _, _, reward, _, info = jax.vmap(parts.env.step)(keys, runner.env_state, moves)
     truncated = np.asarray(info["truncated"])
     assert truncated.any()
-    expected = np.asarray(reward) + parts.config["GAMMA"] * np.asarray(final_value) * truncated
+    final_value = np.asarray(impl.value_of(parts, runner.params, info["final_obs"]))
+    expected = np.asarray(reward) + parts.config["GAMMA"] * final_value * truncated
     np.testing.assert_allclose(transition.reward, expected, rtol=1e-5, atol=1e-6)
-    assert np.any(np.abs(np.asarray(final_value)[truncated]) > 0)  # the bootstrap is not zero
+    assert np.any(np.abs(final_value[truncated]) > 0)  # the bootstrap is not zero
+
+
+def test_the_value_alone_equals_the_value_of_the_full_forward_pass():
+    parts = impl.make_parts({**TINY, "TORSO": "separate"})
+    runner = impl.init_runner(parts, jax.random.PRNGKey(2))
+    _, _, _, value = impl.policy(parts, runner.params, runner.obs, runner.env_state)
+    np.testing.assert_allclose(impl.value_of(parts, runner.params, runner.obs), value, rtol=1e-6)
 
 
 def test_masked_policy_never_picks_a_move_that_dies_when_another_survives():
-    config = impl.validate_config(
-        {**TINY, "NUM_ENVS": 64, "NUM_STEPS": 64, "TOTAL_TIMESTEPS": 4096}
-    )
-    parts = impl.make_parts(config)
-    parts = parts._replace(env=SnakeEnv(6, starvation_steps=10_000))  # every `done` is a death
+    config = {**TINY, "NUM_ENVS": 64, "NUM_STEPS": 64, "TOTAL_TIMESTEPS": 4096}
+    parts = impl.make_parts({**config, "STARVATION_STEPS": 10_000})  # every `done` is a death
     runner = impl.init_runner(parts, jax.random.PRNGKey(0))
     _, rollout = jax.jit(functools.partial(impl.collect_rollout, parts))(runner)
     chosen_allowed = np.take_along_axis(
@@ -231,14 +239,16 @@ def test_egocentric_view_is_the_same_for_a_rotated_board():
     assert (neck > view[:, centre - 1, centre, order]).all()
 
 
-def test_relative_action_scores_map_to_absolute_moves():
-    relative = jnp.array([[10.0, 11.0, 12.0, 13.0]] * 4)  # ahead, right, back, left
+def test_moves_in_the_snakes_frame_map_to_absolute_moves():
+    absolute = jnp.array([[10.0, 11.0, 12.0, 13.0]] * 4)  # up, right, down, left
     heading = jnp.arange(4)
-    absolute = np.asarray(impl.to_absolute(relative, heading))
+    relative = np.asarray(impl.to_relative(absolute, heading))
     for h in range(4):
-        assert absolute[h, h] == 10.0  # ahead is the heading
-        assert absolute[h, (h + 1) % 4] == 11.0  # right of the heading
-        assert absolute[h, (h + 2) % 4] == 12.0
+        assert relative[h, 0] == 10.0 + h  # ahead is the heading
+        assert relative[h, 1] == 10.0 + (h + 1) % 4  # right of the heading
+        for r in range(4):  # and back: relative move r is absolute move (h + r) % 4
+            move = int(impl.to_absolute_action(jnp.array([r]), jnp.array([h]))[0])
+            assert absolute[h, move] == relative[h, r]
 
 
 # --------------------------------------------------------------------------- learning

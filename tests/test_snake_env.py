@@ -19,18 +19,25 @@ def step(env, state, action, seed=0):
     return jit_step(env, jax.random.PRNGKey(seed), state, jnp.int32(action))
 
 
-def cells_of(env, state):
-    """Snake cells (row, col) from head to tail, read from the observation's order channel."""
-    obs = np.asarray(env.observation(state))
-    order = obs[..., 3]
+def cells_in(obs):
+    """Snake cells (row, col) from head to tail, read from an observation's order channel."""
+    order = np.asarray(obs)[..., 3]
     rows, cols = np.nonzero(order)
     return [(r, c) for _, r, c in sorted(zip(-order[rows, cols], rows, cols))]
 
 
-def food_of(env, state):
-    rows, cols = np.nonzero(np.asarray(env.observation(state))[..., 2])
+def food_in(obs):
+    rows, cols = np.nonzero(np.asarray(obs)[..., 2])
     assert len(rows) == 1
     return int(rows[0]), int(cols[0])
+
+
+def cells_of(env, state):
+    return cells_in(env.observation(state))
+
+
+def food_of(env, state):
+    return food_in(env.observation(state))
 
 
 # --------------------------------------------------------------------------- reset
@@ -260,8 +267,10 @@ def test_random_games_follow_the_reference_rules_and_keep_the_state_consistent(
             assert outcome == "eat" and done and reward == 1.0
         else:
             assert reward == (1.0 if outcome == "eat" else 0.0)
+            # The board right after the move (before any auto-reset) is the reference's.
             final = np.asarray(info["final_obs"])
-            assert final[..., 3].sum() > 0
+            assert cells_in(final) == expected_cells
+            assert food_in(final) == food  # the food eaten on this move, or the one not reached
             if not done:
                 assert cells_of(env, nxt) == expected_cells
         # Invariants of every state, fresh or continued.

@@ -1,0 +1,153 @@
+"""A run's checkpoint directory: orbax steps of (training state, metric history, meta).
+
+Each step `DIR/<update>/` is written by orbax atomically (a save cut off half way is a temporary
+directory that never loads, and is cleaned up by the next run); the last `keep` steps stay.
+The metric history (every update's metrics so far) is committed together with the state it
+belongs to, so a resumed run rewrites its JSON Lines file from the checkpoint: no row missing,
+none twice, whatever moment the previous process was killed at (a rewrite cut off half way is
+simply done again by the next resume). Nothing here is pickled: arrays
+go through orbax's array format, the meta through JSON.
+
+Problems reach the caller as `CheckpointError`, one line that names the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMAT = "snake-purejaxrl/1"  # written into every checkpoint's meta; anything else is foreign
+WANDB_CLAIM = "wandb_logged.json"  # updates already handed to WandB (see `claim_wandb`)
+
+
+class CheckpointError(Exception):
+    """A checkpoint directory that cannot be used; the message is one line."""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{error.__class__.__name__}: {text.splitlines()[0] if text else ''}"
+
+
+def _orbax():
+    import orbax.checkpoint as ocp  # imported on first use: argument errors answer at once
+
+    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's info/warnings are not ours to show
+    return ocp
+
+
+class Checkpoints:
+    """Save and restore the steps of one run directory (every process calls save/restore)."""
+
+    def __init__(self, directory: str | os.PathLike, keep: int = 3, read_only: bool = False):
+        """`read_only`: only look (no directory created, no leftovers of killed saves removed)."""
+        self.directory = Path(directory).absolute()
+        ocp = _orbax()
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=None if read_only else keep,
+            save_interval_steps=0 if read_only else 1,
+            create=not read_only,
+            read_only=read_only,
+            cleanup_tmp_directories=not read_only,  # a save cut off half way leaves a tmp dir
+            enable_async_checkpointing=False,  # a save is done before its rows are written
+        )
+        try:
+            self.manager = ocp.CheckpointManager(self.directory, options=options)
+        except Exception as error:
+            raise CheckpointError(f"cannot open {self.directory}: {_first_line(error)}") from None
+
+    def steps(self) -> list[int]:
+        return list(self.manager.all_steps())
+
+    def latest(self) -> int | None:
+        return self.manager.latest_step()
+
+    def save(self, step: int, state: Any, history: dict[str, np.ndarray], meta: dict) -> None:
+        """Write step `step` atomically and wait until it is on disk."""
+        ocp = _orbax()
+        args = ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            history=ocp.args.StandardSave(history),
+            meta=ocp.args.JsonSave({**meta, "format": FORMAT}),
+        )
+        self.manager.save(step, args=args, force=True)
+        self.manager.wait_until_finished()
+
+    def meta(self, step: int | None = None) -> dict:
+        """The meta (config, run options, WandB ids) of `step` (default: the latest)."""
+        ocp = _orbax()
+        step = self._step(step)
+        try:
+            restored = self.manager.restore(
+                step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+            )
+            meta = restored.meta
+        except Exception as error:
+            raise CheckpointError(
+                f"{self.directory} holds no snake-purejaxrl checkpoint: step {step} has no "
+                f"readable meta ({_first_line(error)})"
+            ) from None
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise CheckpointError(f"{self.directory} holds no snake-purejaxrl checkpoint")
+        return meta
+
+    def restore(self, abstract_state: Any, step: int | None = None):
+        """(state, history, meta) of `step` (default: the latest); `abstract_state` gives the
+        structure, shapes, dtypes and shardings to restore into."""
+        ocp = _orbax()
+        step = self._step(step)
+        meta = self.meta(step)
+        args = ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state),
+            history=ocp.args.StandardRestore(),
+        )
+        try:
+            restored = self.manager.restore(step, args=args)
+        except Exception as error:
+            raise CheckpointError(
+                f"checkpoint {step} in {self.directory} cannot be restored: damaged, or not "
+                f"made by this version ({_first_line(error)})"
+            ) from None
+        history = {k: np.asarray(v) for k, v in restored.history.items()}
+        return restored.state, history, meta
+
+    def _step(self, step: int | None) -> int:
+        if step is not None:
+            return step
+        latest = self.latest()
+        if latest is None:
+            raise CheckpointError(
+                f"no checkpoint in {self.directory} yet (a run stopped before its first save "
+                "has nothing to resume: start it again)"
+            )
+        return latest
+
+    # ------------------------------------------------------------ WandB bookkeeping
+    def wandb_logged_through(self) -> int:
+        """The last update whose rows were handed to WandB (0: none)."""
+        try:
+            return int(json.loads((self.directory / WANDB_CLAIM).read_text())["through"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return 0
+
+    def claim_wandb(self, through: int) -> None:
+        """Record, BEFORE logging them, that rows up to `through` go to WandB: a process killed
+        while logging may leave a few of them out, but a resumed run never logs one twice."""
+        tmp = self.directory / f".{WANDB_CLAIM}.tmp"
+        tmp.write_text(json.dumps({"through": through}))
+        os.replace(tmp, self.directory / WANDB_CLAIM)
+
+
+def require_checkpoint_dir(directory: str | os.PathLike) -> Checkpoints:
+    """An existing directory with at least one snake-purejaxrl checkpoint, or CheckpointError."""
+    path = Path(directory)
+    if not path.is_dir():
+        raise CheckpointError(f"no checkpoint directory {path} (it does not exist)")
+    checkpoints = Checkpoints(path, read_only=True)
+    checkpoints.meta()  # no step, or a foreign one: one line
+    return checkpoints

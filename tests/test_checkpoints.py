@@ -1,0 +1,272 @@
+"""Keeping the agent, through the real CLI: checkpoints that resume bit-exactly after SIGINT and
+SIGKILL, refusals and broken directories in one line, evaluation and GIF, the NaN stop, and
+outputs that fail without stopping training."""
+
+import json
+import random
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+import train_snake_purejaxrl as cli
+import train_snake_purejaxrl_impl as impl
+from checkpointing import Checkpoints
+from tests.cli_helpers import history, read_rows, run_cli, start_cli, wandb_records, without_time
+
+# 48 updates of 16 games x 64 moves on 6x6 (about 0.05 s each here), a checkpoint every 4.
+ARGS = ["--total-timesteps", "49152", "--num-envs", "16", "--num-steps", "64", "--grid-size",
+        "6", "--hidden-sizes", "32,32", "--checkpoint-every", "4", "--quiet"]  # fmt: skip
+CONFIG = {"TOTAL_TIMESTEPS": 49152, "NUM_ENVS": 16, "NUM_STEPS": 64, "GRID_SIZE": 6,
+          "HIDDEN_SIZES": (32, 32)}  # fmt: skip
+UPDATES = 48
+
+
+def final_params(directory):
+    parts = impl.make_parts(CONFIG)
+    state, _, _ = Checkpoints(directory, read_only=True).restore(
+        jax.eval_shape(impl.init_runs(parts))
+    )
+    return jax.device_get(state.params)
+
+
+def assert_same_params(a, b):
+    same = jax.tree.map(lambda x, y: bool(np.array_equal(x, y)), a, b)
+    assert all(jax.tree.leaves(same))
+
+
+def saved_steps(directory):
+    path = Path(directory)
+    return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit()) if path.is_dir() else []
+
+
+def wait_for_checkpoint_after(directory, step, proc, timeout=120):
+    """Block until a checkpoint newer than `step` is on disk (or the process ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(s > step for s in saved_steps(directory)):
+            return
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run: its directory, checkpoints, rows and final parameters."""
+    cwd = tmp_path_factory.mktemp("reference")
+    proc = run_cli([*ARGS, "--checkpoint-dir", "ckpt", "--metrics-out", "rows.jsonl"], cwd)
+    assert proc.returncode == 0, proc.stderr
+    return {"cwd": cwd, "dir": cwd / "ckpt", "rows": read_rows(cwd / "rows.jsonl"),
+            "params": final_params(cwd / "ckpt")}  # fmt: skip
+
+
+def test_the_reference_run_wrote_a_row_per_update_and_its_final_checkpoint(reference):
+    assert [r["update"] for r in reference["rows"]] == list(range(1, UPDATES + 1))
+    assert saved_steps(reference["dir"]) == [40, 44, 48]  # the newest 3 kept, the final one last
+
+
+def test_sigint_saves_prints_the_resume_command_and_resuming_is_bit_exact(reference, tmp_path):
+    args = [*ARGS, "--checkpoint-dir", "ckpt", "--metrics-out", "rows.jsonl", "--wandb"]
+    proc = start_cli(args, tmp_path)
+    wait_for_checkpoint_after(tmp_path / "ckpt", 0, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    resume = [line.strip() for line in err.splitlines() if "--resume" in line]
+    assert resume and resume[0].startswith("python train_snake_purejaxrl.py --resume")
+    interrupted_at = saved_steps(tmp_path / "ckpt")[-1]
+    assert interrupted_at < UPDATES
+    assert len(read_rows(tmp_path / "rows.jsonl")) == interrupted_at
+
+    command = resume[0].split()[2:]  # the exact printed command, minus "python <script>"
+    done = run_cli(command, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert without_time(read_rows(tmp_path / "rows.jsonl")) == without_time(reference["rows"])
+    assert_same_params(final_params(tmp_path / "ckpt"), reference["params"])
+
+    # WandB: the same run id resumed, every env_steps logged exactly once across both processes.
+    run_dirs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(run_dirs) == 2 and len({d.name.split("-")[-1] for d in run_dirs} - {"1"}) == 1
+    logged = [row["env_steps"] for d in run_dirs for row in history(wandb_records(d))]
+    assert sorted(logged) == [1024 * u for u in range(1, UPDATES + 1)]
+
+
+def test_sigkills_at_random_moments_then_resume_lose_no_row_and_repeat_none(reference, tmp_path):
+    """Killed outright three times (one of them mid-way through a row, simulated by a torn last
+    line), then stopped by a double Ctrl-C: every --resume repairs the cut and goes on."""
+    rng = random.Random(0)
+    args = [*ARGS, "--checkpoint-dir", "ckpt", "--metrics-out", "rows.jsonl"]
+    last = 0
+    for kill in range(4):
+        proc = start_cli(args + (["--resume"] if last else []), tmp_path)
+        wait_for_checkpoint_after(tmp_path / "ckpt", last, proc)
+        time.sleep(rng.uniform(0.0, 0.25))  # mid-chunk, mid-save or mid-write: wherever it lands
+        if kill < 3:
+            proc.kill()
+        else:  # a second Ctrl-C exits at once, keeping the last checkpoint
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.01)
+            proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=120)
+        assert proc.returncode in (-signal.SIGKILL, 130, 0), proc.returncode
+        last = saved_steps(tmp_path / "ckpt")[-1]
+        if kill == 1:  # as if the kill had cut a row in half, after rows past the checkpoint
+            with open(tmp_path / "rows.jsonl", "a") as f:
+                f.write('{"update": 999, "seed": 0}\n{"update": 1000, "se')
+    done = run_cli([*args, "--resume"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert without_time(read_rows(tmp_path / "rows.jsonl")) == without_time(reference["rows"])
+    assert_same_params(final_params(tmp_path / "ckpt"), reference["params"])
+
+
+def copy_of(reference, tmp_path):
+    target = tmp_path / "ckpt"
+    shutil.copytree(reference["dir"], target)
+    return target
+
+
+def run_main(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "change, flag",
+    [
+        (["--grid-size", "8"], "--grid-size"),
+        (["--num-envs", "32"], "--num-envs"),
+        (["--hidden-sizes", "64,64"], "--hidden-sizes"),
+        (["--use-muon"], "--use-muon"),
+        (["--view", "board"], "--view"),
+        (["--lr", "0.001"], "--lr"),
+        (["--total-timesteps", "20000"], "--total-timesteps"),
+    ],  # fmt: skip
+)
+def test_resuming_with_a_setting_that_may_not_change_is_refused_in_one_line(
+    reference, tmp_path, capsys, monkeypatch, change, flag
+):
+    monkeypatch.chdir(tmp_path)
+    directory = copy_of(reference, tmp_path)
+    status, _, err = run_main(["--resume", "--checkpoint-dir", str(directory), *change], capsys)
+    assert status == 2
+    assert len(err.strip().splitlines()) == 1 and flag in err and "Traceback" not in err
+    assert saved_steps(directory) == [40, 44, 48]  # nothing written or lost
+
+
+def test_a_new_run_refuses_a_directory_that_holds_one(reference, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    directory = copy_of(reference, tmp_path)
+    status, _, err = run_main(["--checkpoint-dir", str(directory)], capsys)
+    assert status == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
+
+
+def corrupt(directory):
+    """Overwrite every array file of the newest checkpoint with junk."""
+    newest = Path(directory) / str(saved_steps(directory)[-1])
+    files = [p for p in (newest / "state").rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        path.write_bytes(b"\x00junk" * 7)
+
+
+@pytest.mark.parametrize("mode", ["--resume", "--eval"])
+@pytest.mark.parametrize("broken", ["missing", "empty", "foreign", "corrupt"])
+def test_a_missing_corrupt_or_foreign_checkpoint_gets_one_clear_line(
+    reference, tmp_path, capsys, monkeypatch, mode, broken
+):
+    monkeypatch.chdir(tmp_path)
+    directory = tmp_path / "ckpt"
+    if broken == "empty":
+        directory.mkdir()
+    elif broken == "foreign":
+        (directory / "7").mkdir(parents=True)
+        (directory / "7" / "notes.txt").write_text("not a checkpoint")
+    elif broken == "corrupt":
+        directory = copy_of(reference, tmp_path)
+        corrupt(directory)
+    args = ["--checkpoint-dir", str(directory)] if mode == "--resume" else []
+    args = [mode, *args] if mode == "--resume" else [mode, str(directory)]
+    status, _, err = run_main(args, capsys)
+    assert status == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert str(directory.name) in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"] or broken == "missing"
+
+
+def test_eval_prints_and_writes_the_figures_and_renders_a_gif_with_a_frame_per_move(
+    reference, tmp_path
+):
+    args = ["--eval", str(reference["dir"]), "--eval-episodes", "20", "--seed", "3",
+            "--metrics-out", "eval.json", "--render-gif", "game.gif"]  # fmt: skip
+    proc = run_cli(args, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads((tmp_path / "eval.json").read_text())
+    keys = {"episodes", "mean_score", "median_score", "max_score", "win_rate", "mean_length",
+            "steps_per_food"}  # fmt: skip
+    assert keys <= set(figures)
+    assert figures["episodes"] == 20 and 0 <= figures["win_rate"] <= 1
+    assert 0 <= figures["median_score"] <= figures["max_score"] and figures["mean_length"] > 0
+    assert "mean score" in proc.stdout and "win rate" in proc.stdout
+
+    gif = Image.open(tmp_path / "game.gif")
+    heads = []
+    for i in range(gif.n_frames):
+        gif.seek(i)
+        board = np.asarray(gif.convert("RGB"))[16:]  # below the caption strip
+        centres = board[6::12, 6::12].astype(int)  # one pixel per 12-pixel cell, 6x6 cells
+        yellow = (centres[..., 0] > 200) & (centres[..., 1] > 180) & (centres[..., 2] < 120)
+        assert yellow.sum() == 1, f"frame {i}: one head"
+        heads.append(np.argwhere(yellow)[0])
+    steps = [int(np.abs(a - b).sum()) for a, b in zip(heads, heads[1:])]
+    assert all(step == 1 for step in steps[:-1])  # one frame per move: the head moves one cell
+    assert steps[-1] <= 1  # the last move may end against a wall
+    moves = int(proc.stdout.split(" moves, score")[0].split()[-1])
+    assert gif.n_frames == moves + 1  # the start, then a frame per move
+
+
+def test_a_non_finite_loss_stops_keeps_the_last_good_checkpoint_and_the_rows(reference, tmp_path):
+    """A food reward at float32's limit makes the value loss overflow once food is eaten."""
+    directory = copy_of(reference, tmp_path)
+    shutil.copy(reference["cwd"] / "rows.jsonl", tmp_path / "rows.jsonl")
+    args = ["--resume", "--checkpoint-dir", str(directory), "--total-timesteps", "98304",
+            "--food-reward", "3e38", "--metrics-out", "rows.jsonl"]  # fmt: skip
+    proc = run_cli(args, tmp_path)
+    assert proc.returncode == cli.EXIT_NAN
+    line = proc.stderr.strip().splitlines()[-1]
+    bad_update = int(line.split(":")[0].split()[-1])
+    assert "is not finite" in line and "total_loss" in line
+    assert saved_steps(directory)[-1] == bad_update - 1  # the last good state, never the NaN one
+    assert [r["update"] for r in read_rows(tmp_path / "rows.jsonl")] == list(range(1, bad_update))
+    assert (
+        Checkpoints(directory, read_only=True)
+        .restore(
+            jax.eval_shape(impl.init_runs(impl.make_parts({**CONFIG, "TOTAL_TIMESTEPS": 98304})))
+        )[0]
+        .update[0]
+        == bad_update - 1
+    )
+
+
+def test_a_metrics_file_failing_mid_run_is_reported_once_and_training_finishes(tmp_path):
+    """/dev/full: opening works, every write fails with 'no space left on device'."""
+    proc = run_cli([*ARGS, "--checkpoint-dir", "ckpt", "--metrics-out", "/dev/full"], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    complaints = [line for line in proc.stderr.splitlines() if line.startswith("metrics:")]
+    assert len(complaints) == 1 and "/dev/full" in complaints[0]
+    assert saved_steps(tmp_path / "ckpt")[-1] == UPDATES  # the checkpoints all went on
+
+
+@pytest.mark.parametrize("flag", ["--metrics-out", "--checkpoint-dir"])
+def test_an_unwritable_output_is_refused_before_compiling(tmp_path, capsys, monkeypatch, flag):
+    monkeypatch.chdir(tmp_path)
+    start_time = time.perf_counter()
+    status, out, err = run_main([flag, "/proc/nope/out"], capsys)
+    assert status == 2 and len(err.strip().splitlines()) == 1 and flag in err
+    assert "compiled" not in out and time.perf_counter() - start_time < 10
