@@ -29,9 +29,11 @@ class CheckpointError(Exception):
     """A checkpoint directory that cannot be used; the message is one line."""
 
 
-def _first_line(error: BaseException) -> str:
+def _first_line(error: BaseException, limit: int = 160) -> str:
+    """'ErrorType: the first line of its message', cut to `limit` characters."""
     text = str(error).strip()
-    return f"{error.__class__.__name__}: {text.splitlines()[0] if text else ''}"
+    line = text.splitlines()[0] if text else ""
+    return f"{error.__class__.__name__}: {line[:limit]}{'...' if len(line) > limit else ''}"
 
 
 def _orbax():

@@ -14,6 +14,9 @@ Rules (exact; `tests/test_snake_env.py` holds us to them):
 - Rewards: `food_reward` for eating, `death_reward` for dying, `step_reward` otherwise.
 - Truncation (reward as usual, never a death): `max_steps` moves in the episode, or
   `starvation_steps` moves since the last food.
+- Curriculum (off by default, never used to score an agent): with `long_start_prob`, a new game
+  starts as a long snake (a share of the board drawn from `long_start_fill`) laid along a
+  serpentine path; its score counts the food eaten from there.
 
 Observation `(grid_size, grid_size, 4) float32`, channels:
   0 head (one cell), 1 body other than the head (tail included), 2 food,
@@ -64,10 +67,11 @@ class SnakeState:
     body: (grid_size**2,) int16, moves each cell stays occupied (head = length, tail = 1, free = 0)
     head: flat index row * grid_size + col of the head
     direction: last move taken (0..3), pointing from the neck to the head
-    length: snake length (START_LENGTH + food eaten)
+    length: snake length (start_length + food eaten)
     food: flat index of the food cell
     steps: moves taken in this episode
     steps_since_food: moves since the last food (or the start)
+    start_length: length the game started with (START_LENGTH unless a curriculum start)
     """
 
     body: jax.Array
@@ -77,6 +81,24 @@ class SnakeState:
     food: jax.Array
     steps: jax.Array
     steps_since_food: jax.Array
+    start_length: jax.Array
+
+
+def _serpentine_paths(grid_size: int) -> np.ndarray:
+    """(8, G*G) flat cells of a boustrophedon path through the whole board, under each of the
+    board's 8 symmetries: a long snake laid along one is a valid snake."""
+    g = grid_size
+    k = np.arange(g * g)
+    row, col = k // g, np.where((k // g) % 2 == 0, k % g, g - 1 - k % g)
+    paths = []
+    for transpose in (False, True):
+        r0, c0 = (col, row) if transpose else (row, col)
+        for flip_r in (False, True):
+            for flip_c in (False, True):
+                r = g - 1 - r0 if flip_r else r0
+                c = g - 1 - c0 if flip_c else c0
+                paths.append(r * g + c)
+    return np.stack(paths).astype(np.int32)
 
 
 def _check_int(name: str, value: Any, low: int, high: int | None = None) -> int:
@@ -113,6 +135,8 @@ class SnakeEnv:
         step_reward: float = 0.0,
         max_steps: int | None = None,
         starvation_steps: int | None = None,
+        long_start_prob: float = 0.0,
+        long_start_fill: tuple[float, float] = (0.5, 0.85),
     ) -> None:
         self.grid_size = _check_int("grid_size", grid_size, MIN_GRID, MAX_GRID)
         cells = self.grid_size**2
@@ -125,6 +149,17 @@ class SnakeEnv:
         self.starvation_steps = _check_int(
             "starvation_steps", cells if starvation_steps is None else starvation_steps, 1, 2**30
         )
+        self.long_start_prob = _check_float("long_start_prob", long_start_prob)
+        if not 0 <= self.long_start_prob <= 1:
+            raise ValueError(f"long_start_prob must be in [0, 1], got {long_start_prob}")
+        lo, hi = (_check_float("long_start_fill", f) for f in long_start_fill)
+        if not 0 < lo <= hi < 1:
+            raise ValueError(f"long_start_fill must be (low, high), 0 < low <= high < 1, got "
+                             f"{long_start_fill}")  # fmt: skip
+        shortest = max(START_LENGTH, round(lo * cells))
+        self.long_start_lengths = (shortest, min(cells - 1, max(shortest, round(hi * cells))))
+        # A curriculum needs 4 more random words a reset; without one, games stay as they were.
+        self._draws = _NUM_DRAWS + (4 if self.long_start_prob > 0 else 0)
 
     # ----------------------------------------------------------------- public API
     @property
@@ -142,8 +177,8 @@ class SnakeEnv:
 
     def reset(self, key: jax.Array) -> tuple[jax.Array, SnakeState]:
         """Start a game: a straight length-3 snake at a random place and heading."""
-        bits = jax.random.bits(key, (_NUM_DRAWS,), jnp.uint32)
-        state = self._spawn_snake(bits)
+        bits = jax.random.bits(key, (self._draws,), jnp.uint32)
+        state = self._spawn(bits)
         state = state.replace(food=self._sample_free_cell(bits[3], state.body, state.length))
         return self.observation(state), state
 
@@ -156,13 +191,13 @@ class SnakeEnv:
         just ended, or so far), episode_length (its moves), final_obs (the observation before an
         auto-reset, for bootstrapping the value on truncation; unused outputs cost nothing in jit).
         """
-        bits = jax.random.bits(key, (_NUM_DRAWS,), jnp.uint32)
+        bits = jax.random.bits(key, (self._draws,), jnp.uint32)
         moved, reward, terminated, won, ate = self._move(state, action)
         truncated = ~terminated & (
             (moved.steps >= self.max_steps) | (moved.steps_since_food >= self.starvation_steps)
         )
         done = terminated | truncated
-        fresh = self._spawn_snake(bits)
+        fresh = self._spawn(bits)
         next_state = jax.tree.map(lambda f, m: jnp.where(done, f, m), fresh, moved)
         # One food draw serves both cases: after eating, and for the new game after `done`.
         new_food = self._sample_free_cell(bits[3], next_state.body, next_state.length)
@@ -171,18 +206,23 @@ class SnakeEnv:
             "terminated": terminated,
             "truncated": truncated,
             "won": won,
-            "score": moved.length - START_LENGTH,
+            "score": moved.length - state.start_length,
             "episode_length": moved.steps,
             "final_obs": self.observation(moved),
         }
         return self.observation(next_state), next_state, reward, done, info
 
     def make_state(
-        self, cells: list[tuple[int, int]], food: tuple[int, int], steps: int = 0
+        self,
+        cells: list[tuple[int, int]],
+        food: tuple[int, int],
+        steps: int = 0,
+        start_length: int = START_LENGTH,
     ) -> SnakeState:
         """A game from its snake, `cells` as (row, col) from head to tail, and the food cell.
 
-        For puzzles, tests and replays; the direction is the one from the neck to the head."""
+        For puzzles, tests and replays; the direction is the one from the neck to the head. The
+        score counts food from `start_length` (by default: as if it grew from a new game)."""
         g = self.grid_size
         if len(cells) < 2 or len(set(cells)) != len(cells):
             raise ValueError(f"cells must list at least 2 distinct (row, col) cells, got {cells}")
@@ -205,6 +245,7 @@ class SnakeEnv:
             food=as_int(food[0] * g + food[1]),
             steps=as_int(steps),
             steps_since_food=as_int(steps),
+            start_length=as_int(start_length),
         )
 
     def action_mask(self, state: SnakeState) -> jax.Array:
@@ -235,6 +276,44 @@ class SnakeEnv:
         return obs.reshape(self.observation_shape)
 
     # ----------------------------------------------------------------- dynamics
+    def _spawn(self, bits: jax.Array) -> SnakeState:
+        """A new game's snake: the usual length-3 one, or with `long_start_prob` a long one."""
+        short = self._spawn_snake(bits)
+        if self.long_start_prob == 0:
+            return short
+        use_long = bits[4] < jnp.uint32(min(self.long_start_prob * 2**32, 2**32 - 1))
+        long = self._spawn_long_snake(bits[5:8])
+        return jax.tree.map(lambda a, b: jnp.where(use_long, a, b), long, short)
+
+    def _spawn_long_snake(self, bits: jax.Array) -> SnakeState:
+        """A snake of a length drawn from `long_start_lengths`, along a random serpentine path
+        (one of 8 symmetries, at a random offset), heading where the path goes on: the next cell
+        of the path is always free, so it can always move.
+
+        bits: (3,) uint32 random words: length, symmetry, offset."""
+        g, cells = self.grid_size, self.grid_size**2
+        lo, hi = self.long_start_lengths
+        length = lo + _uniform_below(bits[0], hi - lo + 1)
+        path = jnp.asarray(_serpentine_paths(g))[_uniform_below(bits[1], 8)]
+        offset = _uniform_below(bits[2], cells - length)  # the path's next cell stays free
+        along = jnp.arange(cells)
+        countdown = jnp.where((along >= offset) & (along < offset + length), along - offset + 1, 0)
+        body = jnp.zeros(cells, jnp.int16).at[path].set(countdown.astype(jnp.int16))
+        head, neck = path[offset + length - 1], path[offset + length - 2]
+        d_row, d_col = head // g - neck // g, head % g - neck % g
+        direction = jnp.argmax((jnp.asarray(MOVE_ROW) == d_row) & (jnp.asarray(MOVE_COL) == d_col))
+        zero = jnp.zeros((), jnp.int32)
+        return SnakeState(
+            body=body,
+            head=head.astype(jnp.int32),
+            direction=direction.astype(jnp.int32),
+            length=length.astype(jnp.int32),
+            food=zero,
+            steps=zero,
+            steps_since_food=zero,
+            start_length=length.astype(jnp.int32),
+        )
+
     def _spawn_snake(self, bits: jax.Array) -> SnakeState:
         """A length-3 straight snake, uniform over headings and the placements that fit.
 
@@ -261,6 +340,7 @@ class SnakeEnv:
             food=zero,
             steps=zero,
             steps_since_food=zero,
+            start_length=jnp.full((), START_LENGTH, jnp.int32),
         )
 
     def _sample_free_cell(self, bits: jax.Array, body: jax.Array, length: jax.Array) -> jax.Array:
@@ -304,12 +384,11 @@ class SnakeEnv:
             self.death_reward,
             jnp.where(ate, self.food_reward, self.step_reward),
         ).astype(jnp.float32)
-        moved = SnakeState(
+        moved = state.replace(
             body=body,
             head=head,
             direction=direction,
             length=length,
-            food=state.food,
             steps=state.steps + 1,
             steps_since_food=jnp.where(ate, 0, state.steps_since_food + 1),
         )

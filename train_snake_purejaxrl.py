@@ -450,7 +450,7 @@ def check_writable_file(path: str, key: str) -> None:
 def check_writable_dir(path: str, key: str) -> None:
     try:
         Path(path).mkdir(parents=True, exist_ok=True)
-        probe = Path(path) / ".write-probe"
+        probe = Path(path) / f".write-probe-{os.getpid()}"  # processes of a run share the dir
         probe.write_text("")
         probe.unlink()
     except OSError as error:
@@ -562,7 +562,7 @@ def start_state(run: Run, init, shardings):
     import jax
 
     if run.checkpoints is None or run.checkpoints.latest() is None:
-        return jax.jit(init, out_shardings=shardings)(), None, 0
+        return impl.init_placed(init, shardings), None, 0
     abstract = jax.tree.map(
         lambda s, sharding: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sharding),
         jax.eval_shape(init),
@@ -575,9 +575,9 @@ def start_state(run: Run, init, shardings):
 def train_command(given: dict, given_options: dict) -> int:
     """Set up (new or resumed), then chunks: compute, checkpoint, write rows; returns the exit
     status."""
+    start_distributed({**{o.key: o.default for o in RUN_OPTIONS}, **given_options})
     run = prepare(given, given_options)
     config, options, checkpoints = run.config, run.options, run.checkpoints
-    start_distributed(options)
     import jax
 
     mesh = impl.make_mesh(config["DEVICES"])
@@ -796,7 +796,8 @@ def print_score_table(config: dict, scores: np.ndarray) -> None:
 def describe(f: dict) -> str:
     return (
         f"mean score {f['mean_score']:.2f}, median {f['median_score']:.1f}, max {f['max_score']}, "
-        f"win rate {f['win_rate']:.1%}, mean length {f['mean_length']:.0f} moves, "
+        f"win rate {f['win_rate']:.1%}, starved {f['starved_rate']:.1%}, mean length "
+        f"{f['mean_length']:.0f} moves, "
         f"{f['steps_per_food']:.1f} steps per food ({f['episodes']} games)"
     )
 

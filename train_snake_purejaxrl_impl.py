@@ -216,24 +216,35 @@ class Text(Setting):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Numbers(Setting):
-    """A list of numbers > low (ints with `integer`); comma-separated on the command line."""
+    """A list of numbers in (low, high) (ints with `integer`; exactly `count` of them if
+    given); comma-separated on the command line."""
 
     low: float = 0
+    high: float | None = None
     integer: bool = False
     empty_ok: bool = False
+    count: int | None = None
 
     def allowed(self) -> str:
         kind = "integers" if self.integer else "numbers"
+        bounds = f"in ({self.low}, {self.high})" if self.high is not None else f"> {self.low}"
         empty = " (or empty)" if self.empty_ok else ""
-        return f"a comma-separated list of {kind} > {self.low}{empty}"
+        size = f"{self.count} " if self.count else ""
+        return f"a comma-separated list of {size}{kind} {bounds}{empty}"
 
     def is_valid(self, value: Any) -> bool:
         if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
             return False
         if len(value) == 0:
             return self.empty_ok
+        if self.count is not None and len(value) != self.count:
+            return False
         return all(
-            _is_number(v) and np.isfinite(v) and v > self.low and (not self.integer or int(v) == v)
+            _is_number(v)
+            and np.isfinite(v)
+            and v > self.low
+            and (self.high is None or v < self.high)
+            and (not self.integer or int(v) == v)
             for v in value
         )
 
@@ -264,6 +275,10 @@ SETTINGS: tuple[Setting, ...] = (
         group="game", on_resume=True),
     Int("STARVATION_STEPS", None, "moves without food before a game is truncated", low=1,
         auto="GRID_SIZE**2", group="game", on_resume=True),
+    Float("LONG_START_PROB", 0.0, "curriculum: share of training games that start as a long "
+          "snake (evaluation never does)", low=0, high=1, group="game", on_resume=True),
+    Numbers("LONG_START_FILL", (0.5, 0.85), "curriculum: a long start fills between these "
+            "shares of the board", high=1, count=2, group="game", on_resume=True),
     # ---- the agent
     Choice("VIEW", "egocentric", "what the network sees: head-centred and heading-up, or the "
            "board as the env gives it", choices=("egocentric", "board"), group="agent"),
@@ -276,6 +291,10 @@ SETTINGS: tuple[Setting, ...] = (
            group="agent"),
     Bool("ACTION_MASKING", True, "never sample moves that die at once (env.action_mask)",
          group="agent"),
+    Bool("FLOOD_FILL", False, "also give the network, per move, the share of free cells still "
+         "reachable and whether the tail is", group="agent"),
+    Bool("MIRROR", False, "augment: play a random half of the training games mirrored "
+         "left-right (egocentric view)", group="agent"),
     # ---- PPO
     Int("TOTAL_TIMESTEPS", 5_000_000, "env steps of each run; may grow on --resume, and the "
         "learning-rate schedule then stretches to the new length", low=1, group="PPO",
@@ -372,6 +391,9 @@ def _check_relations(cfg: dict[str, Any]) -> None:
         raise ConfigError("LR_SWEEP sweeps Adam's rate; with USE_MUON sweep MUON_LR_SWEEP")
     if cfg["MUON_LR_SWEEP"] and not cfg["USE_MUON"]:
         raise ConfigError("MUON_LR_SWEEP needs USE_MUON; without Muon sweep LR_SWEEP")
+    if cfg["LONG_START_FILL"][0] > cfg["LONG_START_FILL"][1]:
+        raise ConfigError(f"LONG_START_FILL must be low,high with low <= high, got "
+                          f"{cfg['LONG_START_FILL']}")  # fmt: skip
     if cfg["SEED"] + cfg["NUM_SEEDS"] - 1 >= 2**32:
         raise ConfigError(f"SEED + NUM_SEEDS - 1 must be < 2**32, got SEED {cfg['SEED']}")
 
@@ -407,6 +429,8 @@ def make_env(config: dict[str, Any]) -> SnakeEnv:
         step_reward=config["STEP_REWARD"],
         max_steps=config["MAX_STEPS"],
         starvation_steps=config["STARVATION_STEPS"],
+        long_start_prob=config["LONG_START_PROB"],
+        long_start_fill=config["LONG_START_FILL"],
     )
 
 
@@ -468,34 +492,108 @@ def egocentric_view(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
     return jnp.concatenate([view, (~inside)[..., None].astype(view.dtype)], -1), heading
 
 
-def to_relative(absolute: jax.Array, heading: jax.Array) -> jax.Array:
-    """Per-move values over absolute moves (up, right, down, left) -> the snake's frame (ahead,
-    right, back, left): relative move r is absolute move (heading + r) % 4."""
-    relative_moves = jnp.arange(NUM_ACTIONS)
-    return jnp.take_along_axis(absolute, (heading[:, None] + relative_moves) % NUM_ACTIONS, -1)
+def agent_moves(heading: jax.Array, mirrored: jax.Array) -> jax.Array:
+    """(B, 4) int32: the env's absolute move (up, right, down, left) for each of the agent's
+    actions, which are in the snake's frame (ahead, right, back, left): action a is move
+    (heading + a) % 4, with right and left swapped in a mirrored game."""
+    actions = jnp.arange(NUM_ACTIONS)
+    relative = jnp.where(mirrored[:, None], (-actions) % NUM_ACTIONS, actions)
+    return (heading[:, None] + relative) % NUM_ACTIONS
 
 
-def to_absolute_action(action: jax.Array, heading: jax.Array) -> jax.Array:
-    """A move in the snake's frame -> the env's absolute move."""
-    return (heading + action) % NUM_ACTIONS
+def to_agent_frame(absolute: jax.Array, moves: jax.Array) -> jax.Array:
+    """Per-move values over absolute moves `(B, 4)` -> per agent action (`moves` as above)."""
+    return jnp.take_along_axis(absolute, moves, -1)
+
+
+def to_env_action(action: jax.Array, moves: jax.Array) -> jax.Array:
+    """The agent's actions `(B,)` -> the env's absolute moves."""
+    return jnp.take_along_axis(moves, action[:, None], -1)[:, 0]
+
+
+def _pack_rows(cells: jax.Array) -> jax.Array:
+    """(..., G, G) bool -> (..., G) uint32: bit c of a row word is column c."""
+    weights = jnp.left_shift(jnp.uint32(1), jnp.arange(cells.shape[-1], dtype=jnp.uint32))
+    return (cells.astype(jnp.uint32) * weights).sum(-1, dtype=jnp.uint32)
+
+
+def _flood(seed: jax.Array, passable: jax.Array) -> jax.Array:
+    """Cells reachable from `seed` through `passable` cells; both `(..., G)` row bitboards
+    (one uint32 per row), grown a step at a time until nothing changes."""
+
+    def grow(reach):
+        up = jnp.pad(reach[..., 1:], [(0, 0)] * (reach.ndim - 1) + [(0, 1)])
+        down = jnp.pad(reach[..., :-1], [(0, 0)] * (reach.ndim - 1) + [(1, 0)])
+        return (reach | (reach << 1) | (reach >> 1) | up | down) & passable
+
+    def step(carry):
+        reach, _ = carry
+        grown = grow(reach)
+        return grown, (grown != reach).any()
+
+    reach, _ = jax.lax.while_loop(lambda c: c[1], step, (seed & passable, jnp.array(True)))
+    return reach
+
+
+def _popcount(rows: jax.Array) -> jax.Array:
+    return jax.lax.population_count(rows).astype(jnp.int32).sum(-1)
+
+
+def flood_features(obs: jax.Array, heading: jax.Array) -> jax.Array:
+    """(B, 9) float32 look-ahead features, per move in the snake's frame (ahead, right, back,
+    left): the share of the free cells the head can still reach after that move, and whether
+    its tail is among them (a snake that can follow its tail survives); then how full the board
+    is. A move into a wall or the body scores 0, 0 (back always does). After a move every body
+    cell but the tail stays occupied (eating keeps the tail too: ignored here, a one-cell
+    difference)."""
+    g = obs.shape[1]
+    order = obs[..., ORDER_CHANNEL]
+    length = (order > 0).sum((1, 2))
+    countdown = jnp.rint(order * length[:, None, None])  # moves each cell stays occupied
+    passable = _pack_rows(countdown <= 1)  # (B, G): free cells and the tail's
+    tail = _pack_rows(countdown == 1)
+    head, _ = heading_of(obs)
+    moves = (heading[:, None] + jnp.arange(NUM_ACTIONS)) % NUM_ACTIONS  # relative -> absolute
+    rows = (head // g)[:, None] + jnp.asarray(MOVE_ROW)[moves]
+    cols = (head % g)[:, None] + jnp.asarray(MOVE_COL)[moves]
+    inside = (rows >= 0) & (rows < g) & (cols >= 0) & (cols < g)
+    target = jnp.clip(rows, 0, g - 1) * g + jnp.clip(cols, 0, g - 1)
+    seed = _pack_rows(
+        ((jnp.arange(g * g) == target[..., None]) & inside[..., None]).reshape(*target.shape, g, g)
+    )  # (B, 4, G): the cell each move enters
+    reach = _flood(seed, passable[:, None])
+    free = (g * g - length + 1)[:, None]  # the free cells and the tail's, which frees on a move
+    area = _popcount(reach) / free
+    tail_reachable = (reach & tail[:, None]).any(-1).astype(jnp.float32)
+    fill = (length / (g * g))[:, None]
+    return jnp.concatenate([area, tail_reachable, fill], -1).astype(jnp.float32)
 
 
 class AgentInput(NamedTuple):
     """What the network is given for a batch of games, computed once per env step."""
 
     features: jax.Array  # (B, F) float32, the network's input
-    heading: jax.Array  # (B,) int32: action a of the agent is env move (heading + a) % 4
+    moves: jax.Array  # (B, 4) int32, the env's move for each agent action (`agent_moves`)
 
 
-def observe(config: dict[str, Any], obs: jax.Array) -> AgentInput:
-    """The env's observations `(B, G, G, C)` -> the network's input, as `VIEW` says: the
-    egocentric view (moves scored relative to the heading) or the board (heading 0: absolute
-    moves)."""
+def observe(config: dict[str, Any], obs: jax.Array, mirrored: jax.Array | None = None):
+    """The env's observations `(B, G, G, C)` -> AgentInput, as `VIEW` says: the egocentric
+    view (actions in the snake's frame) or the board (actions are the env's moves); with
+    FLOOD_FILL, the look-ahead `flood_features` too. `mirrored` games (B,) bool are shown
+    flipped left-right, with their right and left actions swapped to match."""
+    batch = obs.shape[0]
+    mirrored = jnp.zeros(batch, bool) if mirrored is None else mirrored
     if config["VIEW"] == "egocentric":
         view, heading = egocentric_view(obs)
+        view = jnp.where(mirrored[:, None, None, None], view[:, :, ::-1], view)
     else:
-        view, heading = obs, jnp.zeros(obs.shape[0], jnp.int32)
-    return AgentInput(view.reshape(obs.shape[0], -1), heading)
+        view, heading = obs, jnp.zeros(batch, jnp.int32)
+    features = [view.reshape(batch, -1)]
+    if config["FLOOD_FILL"]:
+        per_move = flood_features(obs, heading)
+        swapped = per_move[:, [0, 3, 2, 1, 4, 7, 6, 5, 8]]  # right <-> left, twice
+        features.append(jnp.where(mirrored[:, None], swapped, per_move))
+    return AgentInput(jnp.concatenate(features, -1), agent_moves(heading, mirrored))
 
 
 # ================================================================== network
@@ -637,6 +735,7 @@ class RunnerState:
     key: jax.Array
     update: jax.Array  # int32, updates done
     learning_rates: dict[str, jax.Array]  # base rates by config key: a sweep varies these
+    mirrored: jax.Array  # (NUM_ENVS,) bool, games shown mirrored (MIRROR; else all False)
 
 
 class Transition(NamedTuple):
@@ -700,35 +799,38 @@ def init_runner(
         key=key,
         update=jnp.zeros((), jnp.int32),
         learning_rates=rates,
+        mirrored=jnp.zeros(n, bool),
     )
 
 
 # ================================================================== acting, rollout and GAE
 
 
-def policy(parts: Parts, params, obs: jax.Array, env_state: SnakeState):
-    """(agent input, allowed moves in the agent's frame, logits, value) for a batch of games."""
-    agent_input = observe(parts.config, obs)
-    mask = to_relative(action_masks(parts, env_state), agent_input.heading)
+def policy(parts: Parts, params, obs: jax.Array, env_state: SnakeState, mirrored=None):
+    """(agent input, allowed actions in the agent's frame, logits, value) for a batch of games."""
+    agent_input = observe(parts.config, obs, mirrored)
+    mask = to_agent_frame(action_masks(parts, env_state), agent_input.moves)
     logits, value = parts.network.apply(params, agent_input.features, mask)
     return agent_input, mask, logits, value
 
 
-def value_of(parts: Parts, params, obs: jax.Array) -> jax.Array:
+def value_of(parts: Parts, params, obs: jax.Array, mirrored=None) -> jax.Array:
     """V(obs) for a batch of observations (no policy head, no mask)."""
-    features = observe(parts.config, obs).features
+    features = observe(parts.config, obs, mirrored).features
     return parts.network.apply(params, features, method=ActorCritic.value)
 
 
 def env_step(parts: Parts, runner: RunnerState, _) -> tuple[RunnerState, Transition]:
     """Act in every env once with the current policy."""
     key, key_action, key_env = jax.random.split(runner.key, 3)
-    agent_input, mask, logits, value = policy(parts, runner.params, runner.obs, runner.env_state)
+    agent_input, mask, logits, value = policy(
+        parts, runner.params, runner.obs, runner.env_state, runner.mirrored
+    )
     action = jax.random.categorical(key_action, logits)
     log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], -1)[:, 0]
     env_keys = jax.random.split(key_env, parts.config["NUM_ENVS"])
     obs, env_state, reward, done, info = jax.vmap(parts.env.step)(
-        env_keys, runner.env_state, to_absolute_action(action, agent_input.heading)
+        env_keys, runner.env_state, to_env_action(action, agent_input.moves)
     )
     # Truncation is not death: bootstrap from the value of the game's last observation. Most
     # steps truncate nothing, and then a single run skips this forward pass; under vmap (seeds
@@ -736,7 +838,7 @@ def env_step(parts: Parts, runner: RunnerState, _) -> tuple[RunnerState, Transit
     truncated = info["truncated"]
     final_value = jax.lax.cond(
         truncated.any(),
-        lambda: value_of(parts, runner.params, info["final_obs"]),
+        lambda: value_of(parts, runner.params, info["final_obs"], runner.mirrored),
         lambda: jnp.zeros_like(value),
     )
     episode_return = runner.episode_return + reward
@@ -757,8 +859,17 @@ def env_step(parts: Parts, runner: RunnerState, _) -> tuple[RunnerState, Transit
         obs=obs,
         episode_return=jnp.where(done, 0.0, episode_return),
         key=key,
+        mirrored=next_mirrored(parts, runner.mirrored, done, key_env),
     )
     return runner, transition
+
+
+def next_mirrored(parts: Parts, mirrored: jax.Array, done: jax.Array, key: jax.Array):
+    """With MIRROR, a game that just ended is replaced by one mirrored with probability 1/2."""
+    if not parts.config["MIRROR"]:
+        return mirrored
+    coin = jax.random.bernoulli(jax.random.fold_in(key, 1), shape=mirrored.shape)
+    return jnp.where(done, coin, mirrored)
 
 
 def collect_rollout(parts: Parts, runner: RunnerState) -> tuple[RunnerState, Transition]:
@@ -887,7 +998,7 @@ def update_step(parts: Parts, runner: RunnerState) -> tuple[RunnerState, dict[st
     Learning rates are read from the optimizer state after the update: the rates it applied."""
     cfg = parts.config
     runner, rollout = collect_rollout(parts, runner)
-    last_value = value_of(parts, runner.params, runner.obs)
+    last_value = value_of(parts, runner.params, runner.obs, runner.mirrored)
     advantages, targets = compute_gae(rollout, last_value, cfg["GAMMA"], cfg["GAE_LAMBDA"])
     batch = make_batch(rollout, advantages, targets)
     key, key_epochs = jax.random.split(runner.key)
@@ -1099,6 +1210,25 @@ def runner_shardings(runner: RunnerState, mesh: Mesh) -> RunnerState:
     return shardings.replace(env_state=per_game[0], obs=per_game[1], episode_return=per_game[2])
 
 
+def place(tree, shardings):
+    """Host (numpy) arrays -> global arrays laid out by `shardings`: each process hands over
+    the shards its devices hold, so this works across hosts too."""
+    return jax.tree.map(
+        lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index, x=x: x[index]),
+        tree,
+        shardings,
+    )
+
+
+def init_placed(init: Callable[[], RunnerState], shardings) -> RunnerState:
+    """A fresh runner computed on this process's first device, then laid out by `shardings`.
+
+    Computing it partitioned over devices (`jit(init, out_shardings=...)`) deadlocked on
+    XLA:CPU with 2 devices and several runs (jax 0.10.2; a vmapped init, at 0% CPU); this way
+    costs one host copy of the initial state, once."""
+    return place(jax.device_get(jax.jit(init)()), shardings)
+
+
 # ================================================================== evaluation
 
 
@@ -1114,8 +1244,9 @@ def choose(logits: jax.Array, key: jax.Array, greedy: bool) -> jax.Array:
 
 
 def make_evaluate(config: dict[str, Any], episodes: int, greedy: bool) -> Callable:
-    """evaluate(params, key) -> {"score", "length", "won"}, each `(episodes,)`: the first game
-    of `episodes` games played side by side by the policy (argmax, or sampled), one jit."""
+    """evaluate(params, key) -> {"score", "length", "won", "starved"}, each `(episodes,)`: the
+    first game of `episodes` games played side by side by the policy (argmax, or sampled), one
+    jit. "starved": the game was cut for going too long without food (or too long overall)."""
     parts = make_parts(config)._replace(env=eval_env(config))
     env = parts.env
 
@@ -1123,14 +1254,15 @@ def make_evaluate(config: dict[str, Any], episodes: int, greedy: bool) -> Callab
         key, key_reset = jax.random.split(key)
         obs, state = jax.vmap(env.reset)(jax.random.split(key_reset, episodes))
         zeros = jnp.zeros(episodes, jnp.int32)
-        result = {"score": zeros, "length": zeros, "won": zeros.astype(bool)}
+        result = {"score": zeros, "length": zeros, "won": zeros.astype(bool),
+                  "starved": zeros.astype(bool)}  # fmt: skip
         finished = zeros.astype(bool)
 
         def play(carry):
             obs, state, key, finished, result = carry
             key, key_act, key_env = jax.random.split(key, 3)
             agent_input, _, logits, _ = policy(parts, params, obs, state)
-            action = to_absolute_action(choose(logits, key_act, greedy), agent_input.heading)
+            action = to_env_action(choose(logits, key_act, greedy), agent_input.moves)
             keys = jax.random.split(key_env, episodes)
             obs, state, _, done, info = jax.vmap(env.step)(keys, state, action)
             first = done & ~finished
@@ -1138,6 +1270,7 @@ def make_evaluate(config: dict[str, Any], episodes: int, greedy: bool) -> Callab
                 "score": jnp.where(first, info["score"], result["score"]),
                 "length": jnp.where(first, info["episode_length"], result["length"]),
                 "won": jnp.where(first, info["won"], result["won"]),
+                "starved": jnp.where(first, info["truncated"], result["starved"]),
             }
             return obs, state, key, finished | done, result
 
@@ -1163,7 +1296,7 @@ def make_replay(config: dict[str, Any], greedy: bool) -> Callable:
             key_act, key_env = jax.random.split(key)
             batch_obs, batch_state = obs[None], jax.tree.map(lambda x: x[None], state)
             agent_input, _, logits, _ = policy(parts, params, batch_obs, batch_state)
-            action = to_absolute_action(choose(logits, key_act, greedy), agent_input.heading)
+            action = to_env_action(choose(logits, key_act, greedy), agent_input.moves)
             obs, state, _, done, info = env.step(key_env, state, action[0])
             return (obs, state), (info["final_obs"], done, info["score"])
 
@@ -1188,6 +1321,7 @@ def eval_summary(result: dict[str, np.ndarray], max_score: int) -> dict[str, flo
         "median_score": float(np.median(score)),
         "max_score": int(score.max()),
         "win_rate": float(np.mean(result["won"])),
+        "starved_rate": float(np.mean(result["starved"])),
         "mean_length": float(length.mean()),
         "steps_per_food": float(length.sum() / max(score.sum(), 1)),
         "fill": float(score.mean() / max_score),

@@ -170,8 +170,7 @@ def test_truncated_games_bootstrap_from_the_value_of_their_last_observation():
     assert transition.done.all()
     # A move's outcome and final observation do not depend on the env key (only a new game's
     # placement does), so any key re-plays the move the rollout made.
-    heading = impl.observe(parts.config, runner.obs).heading
-    moves = impl.to_absolute_action(transition.action, heading)
+    moves = impl.to_env_action(transition.action, impl.observe(parts.config, runner.obs).moves)
     keys = jax.random.split(jax.random.PRNGKey(123), TINY["NUM_ENVS"])
     _, _, reward, _, info = jax.vmap(parts.env.step)(keys, runner.env_state, moves)
     truncated = np.asarray(info["truncated"])
@@ -239,16 +238,38 @@ def test_egocentric_view_is_the_same_for_a_rotated_board():
     assert (neck > view[:, centre - 1, centre, order]).all()
 
 
-def test_moves_in_the_snakes_frame_map_to_absolute_moves():
-    absolute = jnp.array([[10.0, 11.0, 12.0, 13.0]] * 4)  # up, right, down, left
+def test_agent_actions_are_moves_in_the_snakes_frame_mirrored_on_request():
     heading = jnp.arange(4)
-    relative = np.asarray(impl.to_relative(absolute, heading))
+    moves = np.asarray(impl.agent_moves(heading, jnp.zeros(4, bool)))
+    for h in range(4):  # ahead, right, back, left of each heading
+        assert moves[h].tolist() == [h, (h + 1) % 4, (h + 2) % 4, (h + 3) % 4]
+    mirrored = np.asarray(impl.agent_moves(heading, jnp.ones(4, bool)))
+    assert (mirrored[:, [0, 2]] == moves[:, [0, 2]]).all()  # ahead and back stay
+    assert (mirrored[:, 1] == moves[:, 3]).all() and (mirrored[:, 3] == moves[:, 1]).all()
+    absolute = jnp.array([[10.0, 11.0, 12.0, 13.0]] * 4)  # up, right, down, left
+    in_frame = np.asarray(impl.to_agent_frame(absolute, jnp.asarray(moves)))
     for h in range(4):
-        assert relative[h, 0] == 10.0 + h  # ahead is the heading
-        assert relative[h, 1] == 10.0 + (h + 1) % 4  # right of the heading
-        for r in range(4):  # and back: relative move r is absolute move (h + r) % 4
-            move = int(impl.to_absolute_action(jnp.array([r]), jnp.array([h]))[0])
-            assert absolute[h, move] == relative[h, r]
+        for a in range(4):  # an action's value is its move's, and it plays that move
+            move = int(impl.to_env_action(jnp.array([a]), jnp.asarray(moves[h : h + 1]))[0])
+            assert in_frame[h, a] == 10.0 + move and move == moves[h, a]
+
+
+def test_a_mirrored_game_looks_flipped_and_acts_flipped():
+    env, state = random_states(7, 16, 9, seed=5)
+    obs = jax.vmap(env.observation)(state)
+    config = impl.validate_config({"GRID_SIZE": 7, "FLOOD_FILL": True})
+    plain = impl.observe(config, obs)
+    flipped = impl.observe(config, obs, jnp.ones(16, bool))
+    view_size = 13 * 13 * 3
+    view = np.asarray(plain.features[:, :view_size]).reshape(16, 13, 13, 3)
+    view_mirrored = np.asarray(flipped.features[:, :view_size]).reshape(16, 13, 13, 3)
+    np.testing.assert_array_equal(view_mirrored, view[:, :, ::-1])
+    flood, flood_mirrored = (
+        np.asarray(plain.features[:, view_size:]),
+        np.asarray(flipped.features[:, view_size:]),
+    )
+    np.testing.assert_array_equal(flood_mirrored[:, [1, 3, 5, 7]], flood[:, [3, 1, 7, 5]])
+    np.testing.assert_array_equal(flipped.moves[:, 1], plain.moves[:, 3])  # right acts as left
 
 
 # --------------------------------------------------------------------------- learning

@@ -362,3 +362,42 @@ def test_render_ascii_and_rgb_show_the_board():
 def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
     with pytest.raises(ValueError, match=name):
         SnakeEnv(**kwargs)
+
+
+# --------------------------------------------------------------------------- curriculum starts
+def test_long_starts_are_valid_snakes_whose_score_counts_from_their_start():
+    env = SnakeEnv(8, long_start_prob=0.5, long_start_fill=(0.5, 0.8))
+    keys = jax.random.split(jax.random.PRNGKey(0), 400)
+    _, states = jax.vmap(env.reset)(keys)
+    lengths = np.asarray(states.length)
+    long = lengths > 3
+    assert 0.4 < long.mean() < 0.6  # about half the games
+    assert lengths[long].min() >= 32 and lengths[long].max() <= 51  # 50%..80% of 64 cells
+    assert (np.asarray(states.start_length) == lengths).all()
+    for i in np.flatnonzero(long)[:40]:
+        state = jax.tree.map(lambda x, i=i: x[i], states)
+        chain = cells_of(env, state)  # head to tail: neighbours all along, as a snake must be
+        assert len(chain) == int(state.length)
+        assert all(abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 for a, b in zip(chain, chain[1:]))
+        assert food_of(env, state) not in chain
+        head, neck = chain[0], chain[1]
+        assert MOVES[int(state.direction)] == (head[0] - neck[0], head[1] - neck[1])
+        assert np.asarray(env.action_mask(state)).any()  # the path goes on: a move survives
+    # Eating from a long start scores 1, not the length it started with.
+    state = jax.tree.map(lambda x: x[np.flatnonzero(long)[0]], states)
+    chain = cells_of(env, state)
+    free = [(r, c) for r in range(8) for c in range(8) if (r, c) not in chain]
+    target = next(
+        (chain[0][0] + dr, chain[0][1] + dc)
+        for a, (dr, dc) in MOVES.items()
+        if np.asarray(env.action_mask(state))[a] and (chain[0][0] + dr, chain[0][1] + dc) in free
+    )
+    action = next(a for a, d in MOVES.items() if (chain[0][0] + d[0], chain[0][1] + d[1]) == target)
+    state = state.replace(food=jnp.int32(target[0] * 8 + target[1]))
+    _, _, reward, _, info = step(env, state, action)
+    assert reward == 1.0 and int(info["score"]) == 1
+
+
+def test_without_a_curriculum_every_game_starts_at_length_three():
+    _, states = jax.vmap(SnakeEnv(8).reset)(jax.random.split(jax.random.PRNGKey(1), 200))
+    assert (np.asarray(states.length) == 3).all()
