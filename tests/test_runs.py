@@ -143,8 +143,7 @@ def test_two_processes_train_one_run_and_only_process_0_writes(one_device, tmp_p
         procs.append(subprocess.Popen(command, cwd=tmp_path, env=env, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
     outputs = [p.communicate(timeout=240) for p in procs]
-    for p, (_, err) in zip(procs, outputs):
-        assert p.returncode == 0, [e[-1500:] for _, e in outputs]
+    assert [p.returncode for p in procs] == [0, 0], [err[-1500:] for _, err in outputs]
     assert (tmp_path / "rows0.jsonl").exists() and not (tmp_path / "rows1.jsonl").exists()
     assert "final mean score" in outputs[0][0] and "final mean score" not in outputs[1][0]
     assert (tmp_path / "ckpt" / "8").is_dir()  # orbax saved from both processes
