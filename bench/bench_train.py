@@ -1,51 +1,62 @@
-"""Training throughput: env-steps/s (steady state, compile apart) and achieved FLOP/s vs peak.
+"""Training throughput: env-steps/s (steady state, compile apart), FLOP/s, and the anchor's PPO
+side by side in the same run.
 
-    python bench/bench_train.py                 # default config (Adam, Muon) + the anchor's net
-    python bench/bench_train.py --case "USE_MUON=True MUON_NS_STEPS=2"   # and more cases
+    python -m bench.bench_train --anchor-python ~/anchor-venv/bin/python
+    python -m bench.bench_train --case "USE_MUON=True MUON_NS_STEPS=2"   # more cases
 
-Cases are compiled first, then timed in interleaved rounds (--rounds x --updates each); the
-figure is the median update, and "vs Adam" is each case's env-steps/s over the default Adam's.
+Each case is the jitted chunk of updates the CLI runs (`impl.make_chunk`, --updates updates in
+one `lax.scan`), compiled once, then timed in interleaved rounds; the anchor
+(../shared/anchors/ppo_jumanji_snake.py: PureJaxRL-style PPO on Jumanji Snake, all updates in
+one scan) runs the same number of updates in each round, in its own venv. Figures are the
+median over rounds; "vs anchor" divides by the anchor's median from this same run.
 
 FLOPs come from XLA's cost analysis of the pieces of one update analysed OUTSIDE any loop (a
-scan body is counted once, not per trip): a policy forward on NUM_ENVS observations (x NUM_STEPS
-per rollout), a loss forward+backward on one minibatch and one optimizer step (x minibatches x
-epochs). The peak is a 2048x2048 fp32 matmul measured in the same run.
+scan body is counted once, not per trip): a policy forward on NUM_ENVS agent inputs (x
+NUM_STEPS + 1 per rollout), a loss forward+backward on one minibatch and one optimizer step
+(x minibatches x epochs). The peak is a 2048x2048 fp32 matmul measured in the same run.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shlex
 import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from learning_curve import parse_sets  # noqa: E402
+import train_snake_purejaxrl_impl as impl
+from bench.common import machine_line, run_anchor
 
-import train_snake_purejaxrl_impl as impl  # noqa: E402
-
+ANCHOR = "ppo_jumanji_snake.py"
 ANCHOR_NET = {  # the anchor's PureJaxRL-style agent: flat board, separate 2x256 tanh MLPs
     "VIEW": "board",
     "TORSO": "separate",
     "HIDDEN_SIZES": (256, 256),
     "ACTIVATION": "tanh",
-    "NUM_ENVS": 256,
-    "NUM_STEPS": 128,
-    "UPDATE_EPOCHS": 4,
-    "NUM_MINIBATCHES": 8,
+    "ANNEAL_LR": True,
 }
 CASES = {
     "default, Adam": {},
     "default, Muon": {"USE_MUON": True},
     "anchor's network, Adam": ANCHOR_NET,
 }
+
+
+def parse_sets(text: str) -> dict:
+    """'KEY=VALUE KEY=VALUE' -> config overrides (values as Python literals when they parse)."""
+    import ast
+
+    config = {}
+    for pair in shlex.split(text):
+        key, _, value = pair.partition("=")
+        try:
+            config[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            config[key] = value
+    return config
 
 
 def matmul_peak_flops(size: int = 2048, repeats: int = 10) -> float:
@@ -66,15 +77,18 @@ def flops(fn, *args) -> float:
 
 
 def flops_per_update(parts: impl.Parts, runner: impl.RunnerState) -> float:
-    """Rollout forwards + epochs x minibatches x (loss forward+backward + optimizer step)."""
+    """Rollout forwards (with the agent's input) + epochs x minibatches x (loss
+    forward+backward + optimizer step), each analysed outside any loop."""
     cfg = parts.config
-    mask = impl.action_masks(parts, runner.env_state)
-    forward = flops(parts.network.apply, runner.params, runner.obs, mask)
+    single = jax.tree.map(lambda x: x[0], runner)
+    act = lambda params, obs, state: impl.policy(parts, params, obs, state)[2]  # noqa: E731
+    forward = flops(act, single.params, single.obs, single.env_state)
+    agent_input = impl.observe(cfg, single.obs)
     size = cfg["MINIBATCH_SIZE"]
     tile = lambda x: jnp.resize(x, (size, *x.shape[1:]))  # noqa: E731
     batch = impl.Batch(
-        obs=tile(runner.obs),
-        mask=tile(mask),
+        features=tile(agent_input.features),
+        mask=jnp.ones((size, 4), bool),
         action=jnp.zeros(size, jnp.int32),
         log_prob=jnp.zeros(size),
         value=jnp.zeros(size),
@@ -83,69 +97,76 @@ def flops_per_update(parts: impl.Parts, runner: impl.RunnerState) -> float:
     )
     grad = jax.grad(impl.ppo_loss, has_aux=True)
     # The batch is an argument, not a closure: a constant batch gets folded at compile time.
-    backward = flops(lambda params, b: grad(params, parts, b), runner.params, batch)
-    grads = jax.tree.map(jnp.ones_like, runner.params)
-    optimizer = flops(parts.optimizer.update, grads, runner.opt_state, runner.params)
+    backward = flops(lambda params, b: grad(params, parts, b), single.params, batch)
+    optimizer = impl.optimizer_of(parts, single)
+    grads = jax.tree.map(jnp.ones_like, single.params)
+    step = flops(optimizer.update, grads, single.opt_state, single.params)
     steps = cfg["UPDATE_EPOCHS"] * cfg["NUM_MINIBATCHES"]
     # +1 forward: the bootstrap value of the last observation.
-    return forward * (cfg["NUM_STEPS"] + 1) + steps * (backward + optimizer)
+    return forward * (cfg["NUM_STEPS"] + 1) + steps * (backward + step)
 
 
-def compile_case(config: dict) -> dict:
-    """Build, initialise and run the first (compiling) update of one case."""
-    parts = impl.make_parts(config)
-    init, step = impl.make_train_step(config)
+def compile_case(config: dict, updates: int) -> dict:
+    """Build a case, initialise it and run its first (compiling) chunk."""
+    parts = impl.make_parts({"TOTAL_TIMESTEPS": 10**9, **config})
+    chunk = jax.jit(impl.make_chunk(parts, updates))
     start = time.perf_counter()
-    runner, metrics = step(init(jax.random.PRNGKey(0)))
+    runner, metrics, _ = chunk(jax.jit(impl.init_runs(parts))(), updates)
     jax.block_until_ready(metrics)
-    compile_s = time.perf_counter() - start
-    return {"parts": parts, "step": step, "runner": runner, "compile_s": compile_s, "seconds": []}
+    return {"parts": parts, "chunk": chunk, "runner": runner, "updates": updates,
+            "compile_s": time.perf_counter() - start, "seconds": []}  # fmt: skip
 
 
-def time_updates(case: dict, updates: int) -> None:
-    """Run `updates` more updates of `case`, appending each one's wall-clock seconds."""
-    for _ in range(updates):
-        start = time.perf_counter()
-        case["runner"], metrics = case["step"](case["runner"])
-        jax.block_until_ready(metrics)
-        case["seconds"].append(time.perf_counter() - start)
+def time_chunk(case: dict) -> None:
+    """Run one more chunk of the case; record its seconds per update."""
+    start = time.perf_counter()
+    stop = int(case["runner"].update[0]) + case["updates"]
+    case["runner"], metrics, _ = case["chunk"](case["runner"], stop)
+    jax.block_until_ready(metrics)
+    case["seconds"].append((time.perf_counter() - start) / case["updates"])
 
 
-def summarize(case: dict) -> dict:
-    """Median s/update (robust to the other jobs of a shared machine) and what follows from it."""
-    cfg, seconds = case["parts"].config, float(np.median(case["seconds"]))
-    return {
-        "env_steps_per_s": cfg["NUM_ENVS"] * cfg["NUM_STEPS"] / seconds,
-        "flops_per_s": flops_per_update(case["parts"], case["runner"]) / seconds,
-        "compile_s": case["compile_s"],
-        "s_per_update": seconds,
-    }
+def measure_anchor(python: str, updates: int) -> float | None:
+    """The anchor's env-steps/s (its run, compile excluded) over `updates` updates."""
+    args = ["--grid", "12", "--total-steps", str(updates * 256 * 128), "--rows", "1"]
+    return run_anchor(python, ANCHOR, args, r"env_steps_per_s=([\d,]+)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--updates", type=int, default=3, help="timed updates per case per round")
+    parser.add_argument("--updates", type=int, default=3, help="updates per timed chunk")
     parser.add_argument("--rounds", type=int, default=4, help="rounds over all cases")
     parser.add_argument("--case", action="append", default=[], help='more: "KEY=VALUE ..."')
+    parser.add_argument("--anchor-python", help="python of a venv with jumanji installed")
     args = parser.parse_args()
-    cases = {**CASES, **{extra: parse_sets(shlex.split(extra)) for extra in args.case}}
+    cases = {**CASES, **{extra: parse_sets(extra) for extra in args.case}}
     peak = matmul_peak_flops()
-    device = jax.devices()[0].platform
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, jax {jax.__version__} on "
-          f"{device}; fp32 2048x2048 matmul peak {peak / 1e9:.0f} GFLOP/s")  # fmt: skip
-    print(f"command: python {shlex.join(sys.argv)}\n")
-    compiled = {name: compile_case(overrides) for name, overrides in cases.items()}
+    print(f"{machine_line()}; fp32 2048x2048 matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"command: python -m bench.bench_train {shlex.join(sys.argv[1:])}\n")
+    compiled = {name: compile_case(overrides, args.updates) for name, overrides in cases.items()}
+    anchor = []
     for _ in range(args.rounds):  # interleaved, so a burst of load hits every case alike
         for case in compiled.values():
-            time_updates(case, args.updates)
-    print("| case | env-steps/s | s/update | compile+1st update s | GFLOP/s | of peak | vs Adam |")
-    print("|---|---|---|---|---|---|---|")
-    results = {name: summarize(case) for name, case in compiled.items()}
-    adam = results["default, Adam"]["env_steps_per_s"]
-    for name, r in results.items():
-        print(f"| {name} | {r['env_steps_per_s']:,.0f} | {r['s_per_update']:.3f} | "
-              f"{r['compile_s']:.1f} | {r['flops_per_s'] / 1e9:.0f} | "
-              f"{r['flops_per_s'] / peak:.0%} | {r['env_steps_per_s'] / adam:.3f} |")  # fmt: skip
+            time_chunk(case)
+        if args.anchor_python:
+            anchor.append(measure_anchor(args.anchor_python, args.updates))
+    anchor_rate = float(np.median([a for a in anchor if a])) if any(anchor) else None
+    print("| case | env-steps/s | s/update | compile+1st chunk s | GFLOP/s | of peak | vs Adam | "
+          "vs anchor |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    adam = None
+    for name, case in compiled.items():
+        cfg, seconds = case["parts"].config, float(np.median(case["seconds"]))
+        rate = cfg["NUM_ENVS"] * cfg["NUM_STEPS"] * cfg["NUM_RUNS"] / seconds
+        adam = adam or rate
+        gflops = flops_per_update(case["parts"], case["runner"]) * cfg["NUM_RUNS"] / seconds / 1e9
+        versus = f"{rate / anchor_rate:.2f}x" if anchor_rate else "-"
+        print(f"| {name} | {rate:,.0f} | {seconds:.3f} | {case['compile_s']:.1f} | {gflops:.0f} | "
+              f"{gflops * 1e9 / peak:.0%} | {rate / adam:.3f} | {versus} |")  # fmt: skip
+    if anchor_rate:
+        rounds = ", ".join(f"{a:,.0f}" for a in anchor if a)
+        print(f"| anchor: PureJaxRL-style PPO on Jumanji Snake | {anchor_rate:,.0f} | - | - | - | "
+              f"- | {anchor_rate / adam:.3f} | 1.00x |\n\nanchor per round: {rounds}")  # fmt: skip
 
 
 if __name__ == "__main__":

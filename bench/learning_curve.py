@@ -1,98 +1,104 @@
-"""Train one config and print its learning curve against wall-clock: the ablation harness.
+"""The learning curve of a run, scored the way the goals are: every checkpoint it kept, evaluated.
 
-    python bench/learning_curve.py --set VIEW=board --set TOTAL_TIMESTEPS=2000000 --label board
+    python train_snake_purejaxrl.py --checkpoint-dir runs/a --keep-checkpoints 100
+    python -m bench.learning_curve runs/a runs/b --labels default recipe --plot curve.png
 
-Each `--set KEY=VALUE` overrides `default_config()` (values parsed as Python literals). Prints
-mean score (food per finished episode, counted by the env) at fixed env-step marks and the
-wall-clock to reach them, then one markdown row for bench/RESULTS.md. `--jsonl PATH` appends
-the summary as JSON.
+For each checkpoint: 1000 games (greedy, the scoring rules), the mean score, win rate and steps
+per food, against env steps and the training wall-clock at that update (from the metric history
+the checkpoint holds; compile excluded). Prints a markdown table per run; --plot draws score
+and win rate against env steps and wall-clock; --json writes the numbers.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
+import shlex
 import sys
-import time
-from pathlib import Path
 
 import jax
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import train_snake_purejaxrl_impl as impl  # noqa: E402
+import train_snake_purejaxrl_impl as impl
+from bench.common import machine_line
+from checkpointing import Checkpoints
+from train_snake_purejaxrl import evaluate_params, settings_of
 
 
-def parse_sets(pairs: list[str]) -> dict:
-    config = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            config[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            config[key] = value
-    return config
+def curve(directory: str, episodes: int, seed: int) -> list[dict]:
+    """One point per checkpoint of `directory` (of its first run)."""
+    checkpoints = Checkpoints(directory, read_only=True)
+    config = impl.validate_config(settings_of(checkpoints.meta()["config"]))
+    abstract = jax.eval_shape(impl.init_runs(impl.make_parts(config)))
+    points = []
+    for step in checkpoints.steps():
+        runner, history, _ = checkpoints.restore(abstract, step)
+        figures = evaluate_params(config, runner.params, episodes, True, seed)[0]
+        points.append({
+            "update": step,
+            "env_steps": step * config["NUM_ENVS"] * config["NUM_STEPS"],
+            "train_s": float(history["time_s"][step - 1]),
+            **figures,
+        })  # fmt: skip
+        print(f"  {directory} update {step}: {figures['mean_score']:.1f}", file=sys.stderr)
+    return points
 
 
-def run_curve(config: dict, window: int = 5) -> dict:
-    """Train; return per-update env_steps, seconds since start, and windowed mean score."""
-    rows, start = [], time.perf_counter()
+def plot(curves: dict[str, list[dict]], path: str) -> None:
+    import matplotlib
 
-    def record(metrics):
-        rows.append({**metrics, "time": time.perf_counter() - start})
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-    train = jax.jit(impl.make_train_with_callback(config, record))
-    compile_start = time.perf_counter()
-    compiled = train.lower(jax.random.PRNGKey(config.get("SEED", 0))).compile()
-    compile_s = time.perf_counter() - compile_start
-    start = time.perf_counter()
-    jax.block_until_ready(compiled(jax.random.PRNGKey(config.get("SEED", 0))))
-    total_s = time.perf_counter() - start
-    steps = np.array([int(r["env_steps"]) for r in rows])
-    scores = np.array([float(r["episode_score"]) for r in rows])
-    episodes = np.array([int(r["episodes"]) for r in rows])
-    smooth = impl.trailing_score(scores, episodes, window)
-    return {
-        "env_steps": steps,
-        "time": np.array([r["time"] for r in rows]),
-        "score": smooth,
-        "compile_s": compile_s,
-        "train_s": total_s,
-        "best": max(float(r["episode_score_max"]) for r in rows),
-    }
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for label, points in curves.items():
+        steps = np.array([p["env_steps"] for p in points]) / 1e6
+        minutes = np.array([p["train_s"] for p in points]) / 60
+        score = [p["mean_score"] for p in points]
+        wins = [100 * p["win_rate"] for p in points]
+        axes[0, 0].plot(steps, score, marker="o", label=label)
+        axes[0, 1].plot(minutes, score, marker="o", label=label)
+        axes[1, 0].plot(steps, wins, marker="o", label=label)
+        axes[1, 1].plot(minutes, wins, marker="o", label=label)
+    axes[0, 0].set_ylabel("eval mean score (1000 greedy games)")
+    axes[1, 0].set_ylabel("eval win rate (%)")
+    for ax in axes[1]:
+        ax.set_xlabel("")
+    axes[1, 0].set_xlabel("env steps (millions)")
+    axes[1, 1].set_xlabel("training wall-clock (minutes, 2-core CPU)")
+    for ax in axes.flat:
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", action="append", default=[], help="KEY=VALUE config override")
-    parser.add_argument("--label", default="")
-    parser.add_argument("--jsonl", help="append the summary here")
+    parser.add_argument("dirs", nargs="+", help="checkpoint directories")
+    parser.add_argument("--labels", nargs="+", help="a name per directory")
+    parser.add_argument("--episodes", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", help="write the curves here (PNG)")
+    parser.add_argument("--json", help="write the points here")
     args = parser.parse_args()
-    config = parse_sets(args.set)
-    curve = run_curve(config)
-    marks = [m for m in (250_000, 500_000, 1e6, 2e6, 3e6, 4e6, 5e6, 7.5e6, 1e7, 1.5e7, 2e7)]
-    reached = []
-    for mark in marks:
-        index = np.searchsorted(curve["env_steps"], mark)
-        if index < len(curve["env_steps"]):
-            reached.append((int(mark), float(curve["score"][index]), float(curve["time"][index])))
-    first_23 = np.argmax(curve["score"] >= 23.4) if (curve["score"] >= 23.4).any() else None
-    summary = {
-        "label": args.label,
-        "config": config,
-        "compile_s": round(curve["compile_s"], 1),
-        "train_s": round(curve["train_s"], 1),
-        "env_steps_per_s": round(float(curve["env_steps"][-1] / curve["train_s"])),
-        "final_score": round(float(curve["score"][-1]), 2),
-        "best_score": curve["best"],
-        "s_to_23.4": None if first_23 is None else round(float(curve["time"][first_23]), 1),
-        "marks": [(m, round(s, 2), round(t, 1)) for m, s, t in reached],
-    }
-    print(json.dumps(summary))
-    if args.jsonl:
-        with open(args.jsonl, "a") as f:
-            f.write(json.dumps(summary) + "\n")
+    labels = args.labels or args.dirs
+    print(machine_line())
+    print(f"command: python -m bench.learning_curve {shlex.join(sys.argv[1:])}")
+    curves = {label: curve(d, args.episodes, args.seed) for label, d in zip(labels, args.dirs)}
+    for label, points in curves.items():
+        print(f"\n{label}:\n")
+        print("| update | env steps | train min | mean score | median | win rate | steps/food |")
+        print("|---|---|---|---|---|---|---|")
+        for p in points:
+            print(f"| {p['update']} | {p['env_steps']:,} | {p['train_s'] / 60:.1f} | "
+                  f"{p['mean_score']:.1f} | {p['median_score']:.0f} | {p['win_rate']:.1%} | "
+                  f"{p['steps_per_food']:.1f} |")  # fmt: skip
+    if args.plot:
+        plot(curves, args.plot)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(curves, f)
 
 
 if __name__ == "__main__":

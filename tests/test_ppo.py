@@ -274,16 +274,8 @@ def test_a_mirrored_game_looks_flipped_and_acts_flipped():
 
 # --------------------------------------------------------------------------- learning
 def test_a_short_run_on_8x8_learns_far_beyond_a_random_policy():
-    config = {
-        "GRID_SIZE": 8,
-        "NUM_ENVS": 64,
-        "NUM_STEPS": 64,
-        "TOTAL_TIMESTEPS": 64 * 64 * 60,
-        "NUM_MINIBATCHES": 4,
-        "HIDDEN_SIZES": (128, 128),
-        "ANNEAL_LR": True,
-        "LR": 1e-3,
-    }
+    config = dict(GRID_SIZE=8, NUM_ENVS=64, NUM_STEPS=64, TOTAL_TIMESTEPS=64 * 64 * 60,
+                  NUM_MINIBATCHES=4, HIDDEN_SIZES=(128, 128), ANNEAL_LR=True, LR=1e-3)  # fmt: skip
     metrics = jax.jit(impl.make_train(config))(jax.random.PRNGKey(0))["metrics"]
     scores, episodes = np.asarray(metrics["episode_score"]), np.asarray(metrics["episodes"])
     first = impl.final_score(scores[:5], episodes[:5], fraction=1.0)
