@@ -294,3 +294,28 @@ def test_scores_are_weighted_by_episodes_and_updates_without_episodes_count_noth
     )
     np.testing.assert_allclose(impl.final_score(score, episodes, fraction=0.5), [27.5])
     assert impl.final_score(np.zeros((1, 4)), np.zeros((1, 4)))[0] == 0.0  # never NaN
+
+
+# --------------------------------------------------------------------------- look-ahead features
+def test_flood_features_measure_the_room_each_move_leaves_and_whether_the_tail_is_in_it():
+    env = SnakeEnv(6)
+    # Heading left at (1, 1); the body walls off the top-left corner: (0,0), (0,1), (1,0).
+    cells = [(1, 1), (1, 2), (0, 2), (0, 3), (1, 3), (2, 3), (2, 2), (2, 1), (2, 0), (3, 0)]
+    obs = env.observation(env.make_state(cells, food=(5, 5)))[None]
+    _, heading = impl.heading_of(obs)
+    area, tail, fill = np.split(np.asarray(impl.flood_features(obs, heading))[0], [4, 8])
+    free = 36 - len(cells) + 1  # the free cells and the tail's
+    # ahead (left, into the corner) and right (up, into the corner) leave 3 cells; back is
+    # never allowed; left (down) runs into the body.
+    np.testing.assert_allclose(area, [3 / free, 3 / free, 0, 0])
+    np.testing.assert_array_equal(tail, [0, 0, 0, 0])  # the tail (3, 0) is outside the pocket
+    np.testing.assert_allclose(fill, [len(cells) / 36])
+    # Open the wall at (2, 1)-(2, 0): cut the snake short, so the corner joins the board and
+    # the tail at (2, 1) can be reached from it.
+    short = env.make_state(cells[:8], food=(5, 5))
+    obs = env.observation(short)[None]
+    area, tail, _ = np.split(
+        np.asarray(impl.flood_features(obs, impl.heading_of(obs)[1]))[0], [4, 8]
+    )
+    np.testing.assert_allclose(area[:2], (36 - 8 + 1) / (36 - 8 + 1))
+    np.testing.assert_array_equal(tail, [1, 1, 0, 0])
