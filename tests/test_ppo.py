@@ -310,12 +310,11 @@ def test_flood_features_measure_the_room_each_move_leaves_and_whether_the_tail_i
     np.testing.assert_allclose(area, [3 / free, 3 / free, 0, 0])
     np.testing.assert_array_equal(tail, [0, 0, 0, 0])  # the tail (3, 0) is outside the pocket
     np.testing.assert_allclose(fill, [len(cells) / 36])
-    # Open the wall at (2, 1)-(2, 0): cut the snake short, so the corner joins the board and
-    # the tail at (2, 1) can be reached from it.
-    short = env.make_state(cells[:8], food=(5, 5))
-    obs = env.observation(short)[None]
-    area, tail, _ = np.split(
-        np.asarray(impl.flood_features(obs, impl.heading_of(obs)[1]))[0], [4, 8]
-    )
-    np.testing.assert_allclose(area[:2], (36 - 8 + 1) / (36 - 8 + 1))
-    np.testing.assert_array_equal(tail, [1, 1, 0, 0])
+    # Cut the snake to 8 cells: its tail is now (2, 1), just below the head, and frees as the
+    # snake moves, so every allowed move (left too: into the tail's cell) reaches the whole
+    # board and the tail.
+    obs = env.observation(env.make_state(cells[:8], food=(5, 5)))[None]
+    features = impl.flood_features(obs, impl.heading_of(obs)[1])
+    area, tail, _ = np.split(np.asarray(features)[0], [4, 8])
+    np.testing.assert_allclose(area, [1, 1, 0, 1])
+    np.testing.assert_array_equal(tail, [1, 1, 0, 1])
