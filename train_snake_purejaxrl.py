@@ -31,7 +31,7 @@ import numpy as np
 
 import train_snake_purejaxrl_impl as impl
 from checkpointing import CheckpointError, Checkpoints, require_checkpoint_dir
-from train_snake_purejaxrl_impl import Bool, Choice, ConfigError, Int, Setting, Text
+from settings import Bool, Choice, ConfigError, Int, Setting, Text
 
 WANDB_MODES = ("online", "offline", "disabled")
 EXIT_NAN, EXIT_SIGINT, EXIT_SIGTERM = 3, 130, 143
@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     """Every setting and run option as a flag, with its doc and default, from the declarations.
     Defaults are left out of the parsed namespace, so the flags a user gave are known."""
     parser = OneLineErrorParser(
+        usage="%(prog)s [--setting VALUE ...]   (train; --resume continues a run)\n"
+        "       %(prog)s --eval DIR [--render-gif PATH] [--eval-episodes N]   (evaluate)",
         description="PPO on Snake in pure JAX (Adam or Muon, learning-rate schedules). "
         "Settings marked [resume] may change when a run is resumed.",
     )

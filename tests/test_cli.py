@@ -9,8 +9,8 @@ import pytest
 
 import train_snake_purejaxrl as cli
 import train_snake_purejaxrl_impl as impl
+from settings import Bool, Choice, Float, Int, Numbers, Text
 from tests.cli_helpers import history, run_cli, wandb_records
-from train_snake_purejaxrl_impl import Bool, Choice, Float, Int, Numbers, Text
 
 # Small sizes appended to the documented commands: 4 updates of 16 games x 32 moves on 6x6.
 SMALL = ["--total-timesteps", "2048", "--num-envs", "16", "--num-steps", "32", "--grid-size", "6",
