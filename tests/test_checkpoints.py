@@ -96,26 +96,31 @@ def test_sigint_saves_prints_the_resume_command_and_resuming_is_bit_exact(refere
 
 
 def test_sigkills_at_random_moments_then_resume_lose_no_row_and_repeat_none(reference, tmp_path):
-    """Killed outright three times (one of them mid-way through a row, simulated by a torn last
-    line), then stopped by a double Ctrl-C: every --resume repairs the cut and goes on."""
+    """Killed outright three times (each also leaving rows past its checkpoint and a row torn
+    in half, as a kill mid-write would), stopped by SIGTERM, then by a double Ctrl-C: every
+    --resume repairs the cut and goes on, and the run ends exactly as one never interrupted."""
     rng = random.Random(0)
     args = [*ARGS, "--checkpoint-dir", "ckpt", "--metrics-out", "rows.jsonl"]
+    stops = ["kill", "kill", "kill", "term", "double-int"]
     last = 0
-    for kill in range(4):
+    for stop in stops:
         proc = start_cli(args + (["--resume"] if last else []), tmp_path)
         wait_for_checkpoint_after(tmp_path / "ckpt", last, proc)
         time.sleep(rng.uniform(0.0, 0.25))  # mid-chunk, mid-save or mid-write: wherever it lands
-        if kill < 3:
+        if stop == "kill":
             proc.kill()
+        elif stop == "term":
+            proc.send_signal(signal.SIGTERM)
         else:  # a second Ctrl-C exits at once, keeping the last checkpoint
             proc.send_signal(signal.SIGINT)
             time.sleep(0.01)
             proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=120)
-        assert proc.returncode in (-signal.SIGKILL, 130, 0), proc.returncode
+        expected = {"kill": -signal.SIGKILL, "term": 143, "double-int": 130}[stop]
+        assert proc.returncode in (expected, 0), (stop, proc.returncode)  # 0: it had finished
         last = saved_steps(tmp_path / "ckpt")[-1]
-        if kill == 1:  # as if the kill had cut a row in half, after rows past the checkpoint
-            with open(tmp_path / "rows.jsonl", "a") as f:
+        if stop == "kill":
+            with open(tmp_path / "rows.jsonl", "a") as f:  # as if cut while writing a row
                 f.write('{"update": 999, "seed": 0}\n{"update": 1000, "se')
     done = run_cli([*args, "--resume"], tmp_path)
     assert done.returncode == 0, done.stderr
