@@ -342,18 +342,20 @@ def flood_features(obs: jax.Array, heading: jax.Array) -> jax.Array:
     passable = _pack_rows(countdown <= 1)  # (B, G): free cells and the tail's
     tail = _pack_rows(countdown == 1)
     head, _ = heading_of(obs)
-    moves = (heading[:, None] + jnp.arange(NUM_ACTIONS)) % NUM_ACTIONS  # relative -> absolute
+    relative = jnp.array([0, 1, 3])  # ahead, right, left: back is never a move
+    moves = (heading[:, None] + relative) % NUM_ACTIONS  # relative -> absolute
     rows = (head // g)[:, None] + jnp.asarray(MOVE_ROW)[moves]
     cols = (head % g)[:, None] + jnp.asarray(MOVE_COL)[moves]
     inside = (rows >= 0) & (rows < g) & (cols >= 0) & (cols < g)
     target = jnp.clip(rows, 0, g - 1) * g + jnp.clip(cols, 0, g - 1)
     seed = _pack_rows(
         ((jnp.arange(g * g) == target[..., None]) & inside[..., None]).reshape(*target.shape, g, g)
-    )  # (B, 4, G): the cell each move enters
+    )  # (B, 3, G): the cell each move enters
     reach = _flood(seed, passable[:, None])
     free = (g * g - length + 1)[:, None]  # the free cells and the tail's, which frees on a move
-    area = _popcount(reach) / free
-    tail_reachable = (reach & tail[:, None]).any(-1).astype(jnp.float32)
+    with_back = lambda x: jnp.insert(x, 2, 0.0, axis=1)  # noqa: E731 - back scores 0, 0
+    area = with_back(_popcount(reach) / free)
+    tail_reachable = with_back((reach & tail[:, None]).any(-1).astype(jnp.float32))
     fill = (length / (g * g))[:, None]
     return jnp.concatenate([area, tail_reachable, fill], -1).astype(jnp.float32)
 
