@@ -243,10 +243,12 @@ class WandbRuns:
     """One WandB run per configuration (seed x rate), all in one group when there are several.
     Imported only when asked for; falls back online -> offline; never raises."""
 
-    def __init__(self, options: dict, config: dict, grid: list[dict], ids: list[str] | None):
+    def __init__(
+        self, options: dict, config: dict, grid: list[dict], ids: list[str] | None, enabled: bool
+    ) -> None:
         self.runs: list = []
         self.group = None
-        if not options["WANDB"] or options["WANDB_MODE"] == "disabled":
+        if not enabled or not options["WANDB"] or options["WANDB_MODE"] == "disabled":
             return
         try:
             import wandb
@@ -575,125 +577,137 @@ def start_state(run: Run, init, shardings):
 
 
 def train_command(given: dict, given_options: dict) -> int:
-    """Set up (new or resumed), then chunks: compute, checkpoint, write rows; returns the exit
-    status."""
+    """Train (a new run, or --resume): returns the exit status."""
     start_distributed({**{o.key: o.default for o in RUN_OPTIONS}, **given_options})
-    run = prepare(given, given_options)
-    config, options, checkpoints = run.config, run.options, run.checkpoints
-    import jax
+    return Trainer(prepare(given, given_options)).train()
 
-    mesh = impl.make_mesh(config["DEVICES"])
-    impl.check_divisible(config, mesh)
-    is_main = jax.process_index() == 0
-    parts = impl.make_parts(config)
-    init = impl.init_runs(parts)
-    shardings = impl.runner_shardings(jax.eval_shape(init), mesh)
-    runner, history, update = start_state(run, init, shardings)
 
-    offset_s = float(history["time_s"][-1]) if history else 0.0
-    console = Console(config, options["QUIET"] or not is_main, update, offset_s)
-    every = checkpoint_every(options, config)
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    chunk = jax.jit(
-        impl.make_chunk(parts, min(every, MAX_CHUNK), report=console.report),
-        out_shardings=(shardings, replicated, replicated),
-    )
-    compile_start = time.perf_counter()
-    compiled = chunk.lower(runner, np.int32(0)).compile()
-    compile_s = time.perf_counter() - compile_start
+class Trainer:
+    """One run driven from the host: jitted chunks of updates; after each, the checkpoint, then
+    the chunk's rows to --metrics-out and WandB. Only process 0 writes outputs."""
 
-    grid = impl.run_grid(config)
-    metrics_file = MetricsFile(
-        options["METRICS_OUT"] if is_main else None,
-        rows_of(history, config, 1, update) if history else [],
-    )
-    wandb_runs = WandbRuns(options if is_main else {**options, "WANDB": False}, config, grid,
-                           run.meta.get("wandb_ids"))  # fmt: skip
-    wandb_through = checkpoints.wandb_logged_through() if checkpoints is not None else 0
-    if is_main and not options["QUIET"]:
-        resumed = f"; resuming at update {update}" if update else ""
-        print(f"compiled in {compile_s:.1f} s; training {config['NUM_UPDATES']} updates of "
-              f"{config['NUM_RUNS']} run(s){resumed}")  # fmt: skip
-        if wandb_runs.group:
-            print(f"wandb group: {wandb_runs.group}")
-    run_meta = {
-        "config": config,
-        "options": stored_options(options),
-        "wandb_ids": wandb_runs.ids() or run.meta.get("wandb_ids"),
-    }
+    def __init__(self, run: Run) -> None:
+        import jax
 
-    def log_to_wandb(last: int) -> None:
+        self.config, self.options, self.checkpoints = run.config, run.options, run.checkpoints
+        mesh = impl.make_mesh(self.config["DEVICES"])
+        impl.check_divisible(self.config, mesh)
+        self.is_main = jax.process_index() == 0
+        parts = impl.make_parts(self.config)
+        init = impl.init_runs(parts)
+        shardings = impl.runner_shardings(jax.eval_shape(init), mesh)
+        self.runner, self.history, self.update = start_state(run, init, shardings)
+        offset_s = float(self.history["time_s"][-1]) if self.history else 0.0
+        quiet = self.options["QUIET"] or not self.is_main
+        self.console = Console(self.config, quiet, self.update, offset_s)
+        self.every = checkpoint_every(self.options, self.config)
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        chunk = jax.jit(
+            impl.make_chunk(parts, min(self.every, MAX_CHUNK), report=self.console.report),
+            out_shardings=(shardings, replicated, replicated),
+        )
+        compile_start = time.perf_counter()
+        self.chunk = chunk.lower(self.runner, np.int32(0)).compile()
+        self.compile_s = time.perf_counter() - compile_start
+        saved_rows = rows_of(self.history, self.config, 1, self.update) if self.history else []
+        self.metrics_file = MetricsFile(self.options["METRICS_OUT"] if self.is_main else None,
+                                        saved_rows)  # fmt: skip
+        ids = run.meta.get("wandb_ids")
+        grid = impl.run_grid(self.config)
+        self.wandb = WandbRuns(self.options, self.config, grid, ids, enabled=self.is_main)
+        self.wandb_through = self.checkpoints.wandb_logged_through() if self.checkpoints else 0
+        self.meta = {"config": self.config, "options": stored_options(self.options),
+                     "wandb_ids": self.wandb.ids() or ids}  # fmt: skip
+
+    def train(self) -> int:
+        if self.is_main and not self.options["QUIET"]:
+            resumed = f"; resuming at update {self.update}" if self.update else ""
+            print(f"compiled in {self.compile_s:.1f} s; training {self.config['NUM_UPDATES']} "
+                  f"updates of {self.config['NUM_RUNS']} run(s){resumed}")  # fmt: skip
+            if self.wandb.group:
+                print(f"wandb group: {self.wandb.group}")
+        self.log_to_wandb(self.update)  # rows a killed process saved but never logged
+        signals = Signals()
+        self.console.started()
+        status = 0
+        try:
+            while self.update < self.config["NUM_UPDATES"] and status == 0:
+                status = self.run_chunk(signals)
+                if status == 0 and signals.received is not None:
+                    status = signals.exit_code()
+        finally:
+            signals.restore()
+            self.metrics_file.close()
+        return self.finish(status, time.perf_counter() - self.console.start)
+
+    def run_chunk(self, signals: Signals) -> int:
+        """One chunk: compute, keep the healthy updates (checkpoint, rows); 0 or EXIT_NAN."""
+        import jax
+
+        stop = min((self.update // self.every + 1) * self.every, self.config["NUM_UPDATES"])
+        runner, metrics, ran = self.chunk(self.runner, np.int32(stop))
+        wait_for((runner, metrics, ran))
+        attempted = np.asarray(jax.device_get(ran))
+        metrics = {k: np.asarray(v)[attempted] for k, v in jax.device_get(metrics).items()}
+        unhealthy = first_unhealthy(metrics)
+        good = int(attempted.sum()) if unhealthy is None else unhealthy[0]
+        if good:  # the chunk's runner is the state after its last healthy update
+            stopping = unhealthy is not None or signals.received is not None
+            self.commit(runner, {k: v[:good] for k, v in metrics.items()}, stopping)
+        if unhealthy is None:
+            return 0
+        kept = self.checkpoints.latest() if self.checkpoints is not None else None
+        warn(f"update {self.update + 1}: {unhealthy[1]} is not finite; training stopped"
+             + (f"; the last good checkpoint (update {kept}) is kept in "
+                f"{self.checkpoints.directory}" if kept else ""))  # fmt: skip
+        return EXIT_NAN
+
+    def commit(self, runner, metrics: dict, stopping: bool) -> None:
+        """Updates done: into the history, a checkpoint (every `every`, at the end, or when
+        stopping), then the rows."""
+        count = len(metrics["total_loss"])
+        updates = np.arange(self.update + 1, self.update + count + 1)
+        times = np.array([self.console.times.get(u, self.console.elapsed()) for u in updates])
+        metrics["update"] = np.repeat(updates[:, None], self.config["NUM_RUNS"], 1)
+        self.history = extend_history(self.history, metrics, times)
+        first, self.runner, self.update = self.update + 1, runner, int(updates[-1])
+        at_boundary = self.update % self.every == 0 or self.update == self.config["NUM_UPDATES"]
+        if self.checkpoints is not None and (at_boundary or stopping):
+            save_checkpoint(self.checkpoints, self.update, self.runner, self.history, self.meta)
+        self.metrics_file.write(rows_of(self.history, self.config, first, self.update))
+        self.log_to_wandb(self.update)
+
+    def log_to_wandb(self, last: int) -> None:
         """Rows up to `last` not yet handed to WandB (claimed first: never logged twice)."""
-        nonlocal wandb_through
-        if not wandb_runs.runs or last <= wandb_through:
+        if not self.wandb.runs or last <= self.wandb_through:
             return
-        if checkpoints is not None:
-            checkpoints.claim_wandb(last)
-        wandb_runs.log(split_by_run(rows_of(history, config, wandb_through + 1, last), config))
-        wandb_through = last
+        if self.checkpoints is not None:
+            self.checkpoints.claim_wandb(last)
+        rows = rows_of(self.history, self.config, self.wandb_through + 1, last)
+        self.wandb.log(split_by_run(rows, self.config))
+        self.wandb_through = last
 
-    log_to_wandb(update)  # rows a killed process saved but never logged
-    signals = Signals()
-    console.started()
-    status, message = 0, None
-    try:
-        while update < config["NUM_UPDATES"]:
-            stop = min((update // every + 1) * every, config["NUM_UPDATES"])
-            new_runner, metrics, ran = compiled(runner, np.int32(stop))
-            wait_for((new_runner, metrics, ran))
-            attempted = np.asarray(jax.device_get(ran))
-            metrics = {k: np.asarray(v)[attempted] for k, v in jax.device_get(metrics).items()}
-            unhealthy = first_unhealthy(metrics)
-            good = int(attempted.sum()) if unhealthy is None else unhealthy[0]
-            if good:
-                updates = np.arange(update + 1, update + good + 1)
-                times = np.array([console.times.get(u, console.elapsed()) for u in updates])
-                metrics = {k: v[:good] for k, v in metrics.items()}
-                metrics["update"] = np.repeat(updates[:, None], config["NUM_RUNS"], 1)
-                history = extend_history(history, metrics, times)
-                runner, first_new, update = new_runner, update + 1, update + good
-                at_boundary = update % every == 0 or update == config["NUM_UPDATES"]
-                if checkpoints is not None and (at_boundary or unhealthy or signals.received):
-                    save_checkpoint(checkpoints, update, runner, history, run_meta)
-                metrics_file.write(rows_of(history, config, first_new, update))
-                log_to_wandb(update)
-            if unhealthy is not None:
-                saved = checkpoints is not None and checkpoints.latest() is not None
-                message = f"update {update + 1}: {unhealthy[1]} is not finite; training stopped" + (
-                    f"; the last good checkpoint (update {checkpoints.latest()}) is kept in "
-                    f"{checkpoints.directory}"
-                    if saved
-                    else ""
-                )
-                status = EXIT_NAN
-                break
-            if signals.received is not None:
-                status = signals.exit_code()
-                break
-    finally:
-        signals.restore()
-        metrics_file.close()
-    train_s = time.perf_counter() - console.start
-    if message:
-        warn(message)
-    if status != 0:
-        stopped = status in (EXIT_SIGINT, EXIT_SIGTERM)
-        if stopped and checkpoints is not None and checkpoints.latest() is not None:
-            warn(f"saved at update {checkpoints.latest()}; resume with:\n"
-                 f"  python train_snake_purejaxrl.py --resume --checkpoint-dir "
-                 f"{checkpoints.directory}")  # fmt: skip
-        wandb_runs.finish()
+    def finish(self, status: int, train_s: float) -> int:
+        """Signals: say how to resume. Success: the summary (with WandB, a final evaluation)."""
+        if status in (EXIT_SIGINT, EXIT_SIGTERM) and self.checkpoints is not None:
+            if self.checkpoints.latest() is not None:
+                warn(f"saved at update {self.checkpoints.latest()}; resume with:\n"
+                     f"  python train_snake_purejaxrl.py --resume --checkpoint-dir "
+                     f"{self.checkpoints.directory}")  # fmt: skip
+        if status != 0:
+            self.wandb.finish()
+            return status
+        summary = summarize(self.config, self.history, self.update, train_s, self.compile_s,
+                            self.console, self.checkpoints, self.options)  # fmt: skip
+        if self.wandb.runs:
+            summaries, gifs = final_evaluation(self.config, self.runner, self.options)
+            self.wandb.log_evaluation(summaries, gifs)
+            summary["evaluation"] = summaries
+        summary["wandb"] = self.wandb.where()
+        self.wandb.finish()
+        if self.is_main:
+            print_summary(summary)
         return status
-    summary = summarize(config, history, update, train_s, compile_s, console, checkpoints, options)
-    if wandb_runs.runs:
-        summaries, gifs = final_evaluation(config, runner, options)
-        wandb_runs.log_evaluation(summaries, gifs)
-        summary["evaluation"] = summaries
-    summary["wandb"] = wandb_runs.where()
-    wandb_runs.finish()
-    if is_main:
-        print_summary(summary)
-    return status
 
 
 def stored_options(options: dict) -> dict:
