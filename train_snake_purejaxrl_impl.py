@@ -69,9 +69,8 @@ SETTINGS: tuple[Setting, ...] = (
     Numbers("LONG_START_FILL", (0.5, 0.85), "curriculum: a long start fills between these "
             "shares of the board", high=1, count=2, group="game", on_resume=True),
     # ---- the agent
-    Choice("VIEW", "egocentric", "what the network sees: head-centred and heading-up (compact: "
-           "one channel and the food's offset), or the board as the env gives it",
-           choices=("egocentric", "compact", "board"), group="agent"),
+    Choice("VIEW", "egocentric", "what the network sees: head-centred and heading-up, or the "
+           "board as the env gives it", choices=("egocentric", "board"), group="agent"),
     Choice("TORSO", "shared", "one trunk for policy and value, or a separate network each",
            choices=("shared", "separate"), group="agent"),
     # 2x128: as much learning per env step as 2x256 in 2/3 of the time, and Muon at 0.93x
@@ -364,19 +363,6 @@ def flood_features(obs: jax.Array, heading: jax.Array) -> jax.Array:
     return jnp.concatenate([area, tail_reachable, fill], -1).astype(jnp.float32)
 
 
-def compact_view(view: jax.Array) -> jax.Array:
-    """An egocentric view `(B, W, W, 3)` -> `(B, W*W + 2)`: one channel (body order, -1 off
-    the board, 0 free) and the food's offset from the head (rows ahead, columns right) as a
-    share of the board: a third of the inputs, so the first layer costs a third."""
-    batch, w = view.shape[0], view.shape[1]
-    food, order, off_board = view[..., 0], view[..., 1], view[..., 2]
-    cell = jnp.argmax(food.reshape(batch, -1), axis=-1)
-    seen = food.reshape(batch, -1).max(-1)  # 0 when the board is full (no food left)
-    offset = jnp.stack([(w // 2) - cell // w, cell % w - (w // 2)], -1) * seen[:, None]
-    blocked = (order - off_board).reshape(batch, -1)
-    return jnp.concatenate([blocked, offset / (w // 2)], -1)
-
-
 class AgentInput(NamedTuple):
     """What the network is given for a batch of games, computed once per env step."""
 
@@ -391,10 +377,9 @@ def observe(config: dict[str, Any], obs: jax.Array, mirrored: jax.Array | None =
     flipped left-right, with their right and left actions swapped to match."""
     batch = obs.shape[0]
     mirrored = jnp.zeros(batch, bool) if mirrored is None else mirrored
-    if config["VIEW"] in ("egocentric", "compact"):
+    if config["VIEW"] == "egocentric":
         view, heading = egocentric_view(obs)
         view = jnp.where(mirrored[:, None, None, None], view[:, :, ::-1], view)
-        view = compact_view(view) if config["VIEW"] == "compact" else view
     else:
         view, heading = obs, jnp.zeros(batch, jnp.int32)
     features = [view.reshape(batch, -1)]

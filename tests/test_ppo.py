@@ -318,19 +318,3 @@ def test_flood_features_measure_the_room_each_move_leaves_and_whether_the_tail_i
     area, tail, _ = np.split(np.asarray(features)[0], [4, 8])
     np.testing.assert_allclose(area, [1, 1, 0, 1])
     np.testing.assert_array_equal(tail, [1, 1, 0, 1])
-
-
-def test_the_compact_view_keeps_order_walls_and_the_food_offset_in_a_third_of_the_inputs():
-    env = SnakeEnv(6)
-    state = env.make_state([(2, 2), (3, 2), (4, 2)], food=(0, 3))  # heading up
-    obs = env.observation(state)[None]
-    full = impl.observe(impl.validate_config({"GRID_SIZE": 6}), obs).features
-    compact = impl.observe(impl.validate_config({"GRID_SIZE": 6, "VIEW": "compact"}), obs)
-    assert compact.features.shape[1] == 11 * 11 + 2 and full.shape[1] == 11 * 11 * 3
-    board = np.asarray(compact.features[0, :-2]).reshape(11, 11)
-    assert board[5, 5] == 1.0 and board[6, 5] == pytest.approx(2 / 3)  # head, neck behind it
-    assert board[0, 0] == -1.0 and board[5, 6] == 0.0  # off the board; a free cell
-    np.testing.assert_allclose(compact.features[0, -2:], [2 / 5, 1 / 5])  # 2 ahead, 1 right
-    mirrored = impl.observe(impl.validate_config({"GRID_SIZE": 6, "VIEW": "compact"}), obs,
-                            jnp.ones(1, bool))  # fmt: skip
-    np.testing.assert_allclose(mirrored.features[0, -2:], [2 / 5, -1 / 5])  # right is left
