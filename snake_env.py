@@ -13,7 +13,8 @@ Rules (exact; `tests/test_snake_env.py` holds us to them):
   uniformly random free cell; with no free cell left the game is won.
 - Rewards: `food_reward` for eating, `death_reward` for dying, `step_reward` otherwise.
 - Truncation (reward as usual, never a death): `max_steps` moves in the episode, or
-  `starvation_steps` moves since the last food.
+  `starvation_steps` moves since the last food (with `starvation_is_death`, a training option,
+  starving is a death instead: `death_reward`, terminated).
 - Curriculum (off by default, never used to score an agent): with `long_start_prob`, a new game
   starts as a long snake (a share of the board drawn from `long_start_fill`) laid along a
   serpentine path; its score counts the food eaten from there.
@@ -137,6 +138,7 @@ class SnakeEnv:
         starvation_steps: int | None = None,
         long_start_prob: float = 0.0,
         long_start_fill: tuple[float, float] = (0.5, 0.85),
+        starvation_is_death: bool = False,
     ) -> None:
         self.grid_size = _check_int("grid_size", grid_size, MIN_GRID, MAX_GRID)
         cells = self.grid_size**2
@@ -158,6 +160,7 @@ class SnakeEnv:
                              f"{long_start_fill}")  # fmt: skip
         shortest = max(START_LENGTH, round(lo * cells))
         self.long_start_lengths = (shortest, min(cells - 1, max(shortest, round(hi * cells))))
+        self.starvation_is_death = bool(starvation_is_death)
         # A curriculum needs 4 more random words a reset; without one, games stay as they were.
         self._draws = _NUM_DRAWS + (4 if self.long_start_prob > 0 else 0)
 
@@ -187,15 +190,19 @@ class SnakeEnv:
     ) -> tuple[jax.Array, SnakeState, jax.Array, jax.Array, dict[str, jax.Array]]:
         """One move; when the episode ends the returned obs/state are a new game's (gymnax style).
 
-        info: terminated (death or win), truncated, won, score (food eaten in the episode that
-        just ended, or so far), episode_length (its moves), final_obs (the observation before an
-        auto-reset, for bootstrapping the value on truncation; unused outputs cost nothing in jit).
+        info: terminated (death or win), truncated, won, starved (ended for going too long
+        without food), score (food eaten in the episode that just ended, or so far),
+        episode_length (its moves), final_obs and final_hunger (the observation and `hunger`
+        before an auto-reset, for bootstrapping the value on truncation; unused outputs cost
+        nothing in jit).
         """
         bits = jax.random.bits(key, (self._draws,), jnp.uint32)
         moved, reward, terminated, won, ate = self._move(state, action)
-        truncated = ~terminated & (
-            (moved.steps >= self.max_steps) | (moved.steps_since_food >= self.starvation_steps)
-        )
+        starved = ~terminated & (moved.steps_since_food >= self.starvation_steps)
+        if self.starvation_is_death:
+            terminated = terminated | starved
+            reward = jnp.where(starved, jnp.float32(self.death_reward), reward)
+        truncated = ~terminated & ((moved.steps >= self.max_steps) | starved)
         done = terminated | truncated
         fresh = self._spawn(bits)
         next_state = jax.tree.map(lambda f, m: jnp.where(done, f, m), fresh, moved)
@@ -206,11 +213,17 @@ class SnakeEnv:
             "terminated": terminated,
             "truncated": truncated,
             "won": won,
+            "starved": starved,
             "score": moved.length - state.start_length,
             "episode_length": moved.steps,
             "final_obs": self.observation(moved),
+            "final_hunger": self.hunger(moved),
         }
         return self.observation(next_state), next_state, reward, done, info
+
+    def hunger(self, state: SnakeState) -> jax.Array:
+        """Moves since the last food as a share of `starvation_steps` (1: the game is cut)."""
+        return state.steps_since_food.astype(jnp.float32) / self.starvation_steps
 
     def make_state(
         self,

@@ -68,6 +68,8 @@ SETTINGS: tuple[Setting, ...] = (
           "snake (evaluation never does)", low=0, high=1, group="game", on_resume=True),
     Numbers("LONG_START_FILL", (0.5, 0.85), "curriculum: a long start fills between these "
             "shares of the board", high=1, count=2, group="game", on_resume=True),
+    Bool("STARVATION_IS_DEATH", False, "training only: starving ends a game as a death (death "
+         "reward, no bootstrap) instead of a truncation", group="game", on_resume=True),
     # ---- the agent
     Choice("VIEW", "egocentric", "what the network sees: head-centred and heading-up, or the "
            "board as the env gives it", choices=("egocentric", "board"), group="agent"),
@@ -82,6 +84,8 @@ SETTINGS: tuple[Setting, ...] = (
          group="agent"),
     Bool("FLOOD_FILL", False, "also give the network, per move, the share of free cells still "
          "reachable and whether the tail is", group="agent"),
+    Bool("HUNGER", False, "also give the network the moves since the last food, as a share of "
+         "the starvation limit", group="agent"),
     Bool("MIRROR", False, "augment: play a random half of the training games mirrored "
          "left-right (egocentric view)", group="agent"),
     # ---- PPO
@@ -220,6 +224,7 @@ def make_env(config: dict[str, Any]) -> SnakeEnv:
         starvation_steps=config["STARVATION_STEPS"],
         long_start_prob=config["LONG_START_PROB"],
         long_start_fill=config["LONG_START_FILL"],
+        starvation_is_death=config["STARVATION_IS_DEATH"],
     )
 
 
@@ -370,11 +375,17 @@ class AgentInput(NamedTuple):
     moves: jax.Array  # (B, 4) int32, the env's move for each agent action (`agent_moves`)
 
 
-def observe(config: dict[str, Any], obs: jax.Array, mirrored: jax.Array | None = None):
+def observe(
+    config: dict[str, Any],
+    obs: jax.Array,
+    mirrored: jax.Array | None = None,
+    hunger: jax.Array | None = None,
+) -> AgentInput:
     """The env's observations `(B, G, G, C)` -> AgentInput, as `VIEW` says: the egocentric
     view (actions in the snake's frame) or the board (actions are the env's moves); with
-    FLOOD_FILL, the look-ahead `flood_features` too. `mirrored` games (B,) bool are shown
-    flipped left-right, with their right and left actions swapped to match."""
+    FLOOD_FILL, the look-ahead `flood_features` too; with HUNGER, `hunger` (B,) (`env.hunger`:
+    the board does not show it). `mirrored` games (B,) bool are shown flipped left-right, with
+    their right and left actions swapped to match."""
     batch = obs.shape[0]
     mirrored = jnp.zeros(batch, bool) if mirrored is None else mirrored
     if config["VIEW"] == "egocentric":
@@ -387,6 +398,8 @@ def observe(config: dict[str, Any], obs: jax.Array, mirrored: jax.Array | None =
         per_move = flood_features(obs, heading)
         swapped = per_move[:, [0, 3, 2, 1, 4, 7, 6, 5, 8]]  # right <-> left, twice
         features.append(jnp.where(mirrored[:, None], swapped, per_move))
+    if config["HUNGER"]:
+        features.append(hunger[:, None])
     return AgentInput(jnp.concatenate(features, -1), agent_moves(heading, mirrored))
 
 
@@ -582,7 +595,7 @@ def init_runner(
     key, key_params, key_env = jax.random.split(key, 3)
     n = parts.config["NUM_ENVS"]
     obs, env_state = jax.vmap(parts.env.reset)(jax.random.split(key_env, n))
-    features = observe(parts.config, obs[:1]).features
+    features = observe(parts.config, obs[:1], hunger=jnp.zeros(1)).features
     params = parts.network.init(key_params, features, jnp.ones((1, NUM_ACTIONS), bool))
     return RunnerState(
         params=params,
@@ -600,17 +613,21 @@ def init_runner(
 # ================================================================== acting, rollout and GAE
 
 
+def hunger_of(parts: Parts, env_state: SnakeState) -> jax.Array:
+    return jax.vmap(parts.env.hunger)(env_state)
+
+
 def policy(parts: Parts, params, obs: jax.Array, env_state: SnakeState, mirrored=None):
     """(agent input, allowed actions in the agent's frame, logits, value) for a batch of games."""
-    agent_input = observe(parts.config, obs, mirrored)
+    agent_input = observe(parts.config, obs, mirrored, hunger_of(parts, env_state))
     mask = to_agent_frame(action_masks(parts, env_state), agent_input.moves)
     logits, value = parts.network.apply(params, agent_input.features, mask)
     return agent_input, mask, logits, value
 
 
-def value_of(parts: Parts, params, obs: jax.Array, mirrored=None) -> jax.Array:
+def value_of(parts: Parts, params, obs: jax.Array, mirrored=None, hunger=None) -> jax.Array:
     """V(obs) for a batch of observations (no policy head, no mask)."""
-    features = observe(parts.config, obs, mirrored).features
+    features = observe(parts.config, obs, mirrored, hunger).features
     return parts.network.apply(params, features, method=ActorCritic.value)
 
 
@@ -632,7 +649,9 @@ def env_step(parts: Parts, runner: RunnerState, _) -> tuple[RunnerState, Transit
     truncated = info["truncated"]
     final_value = jax.lax.cond(
         truncated.any(),
-        lambda: value_of(parts, runner.params, info["final_obs"], runner.mirrored),
+        lambda: value_of(
+            parts, runner.params, info["final_obs"], runner.mirrored, info["final_hunger"]
+        ),
         lambda: jnp.zeros_like(value),
     )
     episode_return = runner.episode_return + reward
@@ -792,7 +811,9 @@ def update_step(parts: Parts, runner: RunnerState) -> tuple[RunnerState, dict[st
     Learning rates are read from the optimizer state after the update: the rates it applied."""
     cfg = parts.config
     runner, rollout = collect_rollout(parts, runner)
-    last_value = value_of(parts, runner.params, runner.obs, runner.mirrored)
+    last_value = value_of(
+        parts, runner.params, runner.obs, runner.mirrored, hunger_of(parts, runner.env_state)
+    )
     advantages, targets = compute_gae(rollout, last_value, cfg["GAMMA"], cfg["GAE_LAMBDA"])
     batch = make_batch(rollout, advantages, targets)
     key, key_epochs = jax.random.split(runner.key)
@@ -1064,7 +1085,7 @@ def make_evaluate(config: dict[str, Any], episodes: int, greedy: bool) -> Callab
                 "score": jnp.where(first, info["score"], result["score"]),
                 "length": jnp.where(first, info["episode_length"], result["length"]),
                 "won": jnp.where(first, info["won"], result["won"]),
-                "starved": jnp.where(first, info["truncated"], result["starved"]),
+                "starved": jnp.where(first, info["starved"], result["starved"]),
             }
             return obs, state, key, finished | done, result
 

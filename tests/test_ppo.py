@@ -318,3 +318,16 @@ def test_flood_features_measure_the_room_each_move_leaves_and_whether_the_tail_i
     area, tail, _ = np.split(np.asarray(features)[0], [4, 8])
     np.testing.assert_allclose(area, [1, 1, 0, 1])
     np.testing.assert_array_equal(tail, [1, 1, 0, 1])
+
+
+def test_with_hunger_the_agent_sees_the_moves_since_food_over_the_limit():
+    parts = impl.make_parts({**TINY, "HUNGER": True, "STARVATION_STEPS": 20})
+    runner = impl.init_runner(parts, jax.random.PRNGKey(0))
+    for _ in range(6):
+        before = np.asarray(runner.env_state.steps_since_food)  # when the agent acts
+        runner, transition = impl.env_step(parts, runner, None)
+        np.testing.assert_allclose(transition.features[:, -1], before / 20)
+    assert before.max() > 0
+    without = impl.make_parts({**TINY, "STARVATION_STEPS": 20})
+    _, plain = impl.env_step(without, impl.init_runner(without, jax.random.PRNGKey(0)), None)
+    assert plain.features.shape[1] == transition.features.shape[1] - 1

@@ -410,3 +410,17 @@ def test_long_starts_are_valid_snakes_whose_score_counts_from_their_start():
 def test_without_a_curriculum_every_game_starts_at_length_three():
     _, states = jax.vmap(SnakeEnv(8).reset)(jax.random.split(jax.random.PRNGKey(1), 200))
     assert (np.asarray(states.length) == 3).all()
+
+
+def test_starving_can_be_made_a_death_for_training_and_hunger_counts_towards_it():
+    moves = [RIGHT, UP, LEFT]
+    for as_death in (False, True):
+        env = SnakeEnv(8, starvation_steps=3, starvation_is_death=as_death)
+        state = env.make_state([(4, 4), (5, 4), (6, 4)], food=(0, 7))
+        for i, move in enumerate(moves):
+            assert float(env.hunger(state)) == pytest.approx(i / 3)
+            _, state, reward, done, info = step(env, state, move)
+        assert done and info["starved"] and float(info["final_hunger"]) == 1.0
+        assert bool(info["terminated"]) == as_death and bool(info["truncated"]) == (not as_death)
+        assert float(reward) == (-1.0 if as_death else 0.0)
+        assert int(info["score"]) == 0  # the score is food eaten either way
