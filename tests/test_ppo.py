@@ -89,7 +89,7 @@ def test_muon_ns_steps_sets_how_far_updates_are_orthogonalized():
 
 # --------------------------------------------------------------------------- entry points
 @pytest.mark.parametrize("use_muon", [False, True])
-def test_the_three_entry_points_give_the_same_metrics(use_muon):
+def test_the_four_entry_points_give_the_same_metrics(use_muon):
     config = {**TINY, "USE_MUON": use_muon}
     key = jax.random.PRNGKey(1)
     scanned = jax.jit(impl.make_train(config))(key)["metrics"]
@@ -103,6 +103,14 @@ def test_the_three_entry_points_give_the_same_metrics(use_muon):
     rows = []
     jax.block_until_ready(jax.jit(impl.make_train_with_callback(config, rows.append))(key))
 
+    # The CLI's chunks: seed 1 through init_runs, two chunks (stopping early at update 3).
+    parts = impl.make_parts({**config, "SEED": 1})
+    chunk = jax.jit(impl.make_chunk(parts, 2))
+    runner, first, _ = chunk(jax.jit(impl.init_runs(parts))(), 2)
+    _, second, ran = chunk(runner, 3)
+    assert np.asarray(ran).tolist() == [True, False]
+    chunked = {k: np.concatenate([first[k][:, 0], second[k][:1, 0]]) for k in first}
+
     assert set(scanned) == EXPECTED_METRICS | ({"aux_learning_rate"} if use_muon else set())
     assert [int(r["update"]) for r in rows] == [1, 2, 3]
     for name, values in scanned.items():
@@ -112,6 +120,7 @@ def test_the_three_entry_points_give_the_same_metrics(use_muon):
         same = dict(rtol=1e-4, atol=1e-6, err_msg=name)
         np.testing.assert_allclose(values, [m[name] for m in stepped], **same)
         np.testing.assert_allclose(values, [r[name] for r in rows], **same)
+        np.testing.assert_allclose(values, chunked[name], **same)
     np.testing.assert_array_equal(scanned["env_steps"], [128, 256, 384])
 
 
