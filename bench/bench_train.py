@@ -37,10 +37,12 @@ ANCHOR_NET = {  # the anchor's PureJaxRL-style agent: flat board, separate 2x256
     "HIDDEN_SIZES": (256, 256),
     "ACTIVATION": "tanh",
     "ANNEAL_LR": True,
+    "FLOOD_FILL": False,
 }
 CASES = {
     "default, Adam": {},
     "default, Muon": {"USE_MUON": True},
+    "default without the flood fill": {"FLOOD_FILL": False},
     "anchor's network, Adam": ANCHOR_NET,
 }
 

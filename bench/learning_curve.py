@@ -3,10 +3,10 @@
     python train_snake_purejaxrl.py --checkpoint-dir runs/a --keep-checkpoints 100
     python -m bench.learning_curve runs/a runs/b --labels default recipe --plot curve.png
 
-For each checkpoint: 1000 games (greedy, the scoring rules), the mean score, win rate and steps
-per food, against env steps and the training wall-clock at that update (from the metric history
-the checkpoint holds; compile excluded). Prints a markdown table per run; --plot draws score
-and win rate against env steps and wall-clock; --json writes the numbers.
+For each checkpoint: --episodes games (default 1000; greedy, the scoring rules), the mean score,
+win rate and steps per food, against env steps and the training wall-clock at that update (from
+the metric history the checkpoint holds; compile excluded). Prints a markdown table per run;
+--plot draws score and win rate against env steps and wall-clock; --json writes the numbers.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def curve(directory: str, episodes: int, seed: int) -> list[dict]:
     return points
 
 
-def plot(curves: dict[str, list[dict]], path: str) -> None:
+def plot(curves: dict[str, list[dict]], path: str, episodes: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,7 +60,7 @@ def plot(curves: dict[str, list[dict]], path: str) -> None:
         axes[0, 1].plot(minutes, score, marker="o", label=label)
         axes[1, 0].plot(steps, wins, marker="o", label=label)
         axes[1, 1].plot(minutes, wins, marker="o", label=label)
-    axes[0, 0].set_ylabel("eval mean score (1000 greedy games)")
+    axes[0, 0].set_ylabel(f"eval mean score ({episodes} greedy games)")
     axes[1, 0].set_ylabel("eval win rate (%)")
     for ax in axes[1]:
         ax.set_xlabel("")
@@ -95,7 +95,7 @@ def main() -> None:
                   f"{p['mean_score']:.1f} | {p['median_score']:.0f} | {p['win_rate']:.1%} | "
                   f"{p['steps_per_food']:.1f} |")  # fmt: skip
     if args.plot:
-        plot(curves, args.plot)
+        plot(curves, args.plot, args.episodes)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(curves, f)
