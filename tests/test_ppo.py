@@ -1,6 +1,7 @@
 """PPO in `train_snake_purejaxrl_impl`: config checks, entry points, GAE, truncation, the view."""
 
 import functools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -130,6 +131,26 @@ def test_training_vmaps_over_seeds_in_one_compile():
     single = jax.jit(impl.make_train(TINY))(keys[1])["metrics"]
     np.testing.assert_allclose(batched["total_loss"][1], single["total_loss"], rtol=1e-4)
     assert not np.allclose(batched["total_loss"][0], batched["total_loss"][1])
+
+
+def test_importing_adds_the_xla_flags_it_needs_and_keeps_the_users_own():
+    """Deterministic GPU sums (bit-exact resume there) unless the user's XLA_FLAGS decide."""
+    code = "import os, train_snake_purejaxrl_impl\nprint(os.environ['XLA_FLAGS'])"
+    root = Path(__file__).resolve().parents[1]
+
+    def flags_after_import(user_flags):
+        env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+        env.update({"XLA_FLAGS": user_flags} if user_flags else {})
+        proc = subprocess.run([sys.executable, "-c", code], cwd=root, env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.split()
+
+    assert set(flags_after_import(None)) == set(impl.XLA_DEFAULTS)
+    mine = flags_after_import("--xla_gpu_deterministic_ops=false")
+    assert "--xla_gpu_deterministic_ops=false" in mine
+    assert "--xla_gpu_deterministic_ops=true" not in mine
+    assert "--xla_cpu_enable_concurrency_optimized_scheduler=false" in mine
 
 
 def test_vmapped_training_with_256_envs_does_not_hang():
