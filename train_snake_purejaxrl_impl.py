@@ -44,7 +44,7 @@ from snake_env import (
 #   scheduler ran as fast. tests/test_ppo.py guards it.
 # - XLA:GPU sums with atomics by default, so two identical runs differed from the first update
 #   and a resumed run was not bit-exact (H200, jax 0.11.2); deterministic ops made them equal
-#   at 4% of the default run's speed (502,620 vs 525,172 env-steps/s). No effect on CPU.
+#   for 4% of the default run's speed (502,620 vs 525,172 env-steps/s). No effect on CPU.
 XLA_DEFAULTS = (
     "--xla_cpu_enable_concurrency_optimized_scheduler=false",
     "--xla_gpu_deterministic_ops=true",
