@@ -437,6 +437,29 @@ def resumed_config(checkpoints: Checkpoints, given: dict) -> tuple[dict, dict]:
     return config, meta
 
 
+def relocated(stored: dict, meta: dict, directory: str, given: dict) -> tuple[dict, dict]:
+    """(stored options, meta) for a run resumed from another directory than it was saved in.
+    A metrics file inside the old directory moves with it. A copy (the old directory still
+    holds its run) is a new run from the copy's state: the original's metrics file outside it
+    is left alone, and WandB gets new runs with the whole history; a moved run goes on as it
+    was."""
+    old = stored.get("CHECKPOINT_DIR")
+    if old in (None, "none") or os.path.realpath(old) == os.path.realpath(directory):
+        return stored, meta
+    stored, metrics = dict(stored), stored.get("METRICS_OUT")
+    if metrics and Path(metrics).is_relative_to(old):
+        stored["METRICS_OUT"] = str(Path(directory) / Path(metrics).relative_to(old))
+    elif Path(old).is_dir() and Checkpoints(old, read_only=True).latest() is not None:
+        if metrics and "METRICS_OUT" not in given:
+            warn(f"resuming a copy of {old}: its metrics file {metrics} is left alone "
+                 "(--metrics-out FILE writes this run's rows, the saved ones first)")  # fmt: skip
+            stored["METRICS_OUT"] = None
+        if meta.get("wandb_ids"):
+            warn(f"resuming a copy of {old}: WandB gets new runs, the saved rows first")
+            meta = {**meta, "wandb_ids": None}
+    return stored, meta
+
+
 def check_writable_file(path: str, key: str) -> None:
     """Fail before compiling if `path` cannot be written (parents are created; a file that
     did not exist is not left behind)."""
@@ -539,6 +562,7 @@ def prepare(given: dict, given_options: dict) -> Run:
         found = require_checkpoint_dir(options["CHECKPOINT_DIR"])
         config, meta = resumed_config(found, given)
         stored = {k: v for k, v in meta.get("options", {}).items() if k in OPTION}
+        stored, meta = relocated(stored, meta, str(found.directory), given_options)
         options = {**options, **stored, **given_options, "RESUME": True}
     else:
         config, meta = impl.validate_config(given), {}
@@ -615,7 +639,9 @@ class Trainer:
         ids = run.meta.get("wandb_ids")
         grid = impl.run_grid(self.config)
         self.wandb = WandbRuns(self.options, self.config, grid, ids, enabled=self.is_main)
-        self.wandb_through = self.checkpoints.wandb_logged_through() if self.checkpoints else 0
+        self.wandb_through = (  # what went to the WandB runs of `ids`; none: nothing yet
+            self.checkpoints.wandb_logged_through() if self.checkpoints and ids else 0
+        )
         self.meta = {"config": self.config, "options": stored_options(self.options),
                      "wandb_ids": self.wandb.ids() or ids}  # fmt: skip
 

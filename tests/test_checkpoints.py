@@ -171,6 +171,35 @@ def test_a_new_run_refuses_a_directory_that_holds_one(reference, tmp_path, capsy
     assert status == 2 and "--resume" in err and len(err.strip().splitlines()) == 1
 
 
+def test_resuming_a_copy_trains_on_and_leaves_the_originals_metrics_file_alone(reference, tmp_path):
+    original_rows = (reference["cwd"] / "rows.jsonl").read_text()
+    directory = copy_of(reference, tmp_path)
+    more = ["--resume", "--checkpoint-dir", str(directory), "--total-timesteps", str(52 * 1024)]
+    proc = run_cli(more, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "resuming a copy of" in proc.stderr and "--metrics-out" in proc.stderr
+    assert (reference["cwd"] / "rows.jsonl").read_text() == original_rows
+    assert saved_steps(directory)[-1] == 52 and saved_steps(reference["dir"])[-1] == UPDATES
+
+
+def test_a_moved_run_keeps_its_outputs_and_a_copy_gets_new_wandb_runs(reference, tmp_path):
+    old = str(reference["dir"])
+    stored = {"CHECKPOINT_DIR": old, "METRICS_OUT": f"{old}/logs/rows.jsonl"}
+    meta = {"wandb_ids": ["abc"]}
+    moved = str(tmp_path / "moved")
+    # A metrics file inside the run's directory goes where the directory went.
+    options, kept = cli.relocated(stored, meta, moved, {})
+    assert options["METRICS_OUT"] == f"{moved}/logs/rows.jsonl" and kept["wandb_ids"] == ["abc"]
+    # Outside it: a moved run (the old directory gone) goes on writing it, in the same WandB runs.
+    outside = {**stored, "CHECKPOINT_DIR": str(tmp_path / "gone"), "METRICS_OUT": "/x/rows.jsonl"}
+    assert cli.relocated(outside, meta, moved, {}) == (outside, meta)
+    # A copy (the old directory still holds its run) leaves the original's file and runs alone.
+    options, copied = cli.relocated({**stored, "METRICS_OUT": "/x/rows.jsonl"}, meta, moved, {})
+    assert options["METRICS_OUT"] is None and copied["wandb_ids"] is None
+    # The same directory, by any path, is no move at all.
+    assert cli.relocated(stored, meta, f"{old}/../{Path(old).name}", {}) == (stored, meta)
+
+
 def corrupt(directory):
     """Overwrite every array file of the newest checkpoint with junk."""
     newest = Path(directory) / str(saved_steps(directory)[-1])
