@@ -437,27 +437,31 @@ def resumed_config(checkpoints: Checkpoints, given: dict) -> tuple[dict, dict]:
     return config, meta
 
 
-def relocated(stored: dict, meta: dict, directory: str, given: dict) -> tuple[dict, dict]:
-    """(stored options, meta) for a run resumed from another directory than it was saved in.
-    A metrics file inside the old directory moves with it. A copy (the old directory still
-    holds its run) is a new run from the copy's state: the original's metrics file outside it
-    is left alone, and WandB gets new runs with the whole history; a moved run goes on as it
-    was."""
-    old = stored.get("CHECKPOINT_DIR")
+def relocated(stored: dict, meta: dict, directory: str, given: dict) -> tuple[dict, dict, list]:
+    """(stored options, meta, notices) for a run resumed from another directory than it was
+    saved in. A metrics file inside the old directory moves with it. A copy (the old directory
+    still holds its run) is a new run from the copy's state: the original's metrics file
+    outside it is left alone and WandB gets new runs, the saved rows first; a moved run goes
+    on as it was. The notices are shown once the checkpoint has loaded."""
+    old, notices = stored.get("CHECKPOINT_DIR"), []
     if old in (None, "none") or os.path.realpath(old) == os.path.realpath(directory):
-        return stored, meta
+        return stored, meta, notices
     stored, metrics = dict(stored), stored.get("METRICS_OUT")
-    if metrics and Path(metrics).is_relative_to(old):
+    inside = bool(metrics) and Path(metrics).is_relative_to(old)
+    if inside:
         stored["METRICS_OUT"] = str(Path(directory) / Path(metrics).relative_to(old))
-    elif Path(old).is_dir() and Checkpoints(old, read_only=True).latest() is not None:
-        if metrics and "METRICS_OUT" not in given:
-            warn(f"resuming a copy of {old}: its metrics file {metrics} is left alone "
-                 "(--metrics-out FILE writes this run's rows, the saved ones first)")  # fmt: skip
-            stored["METRICS_OUT"] = None
-        if meta.get("wandb_ids"):
-            warn(f"resuming a copy of {old}: WandB gets new runs, the saved rows first")
-            meta = {**meta, "wandb_ids": None}
-    return stored, meta
+    if not (Path(old).is_dir() and Checkpoints(old, read_only=True).latest() is not None):
+        return stored, meta, notices  # moved
+    if metrics and not inside and "METRICS_OUT" not in given:
+        notices.append(
+            f"resuming a copy of {old}: its metrics file {metrics} is left alone "
+            "(--metrics-out FILE writes this run's rows, the saved ones first)"
+        )
+        stored["METRICS_OUT"] = None
+    if meta.get("wandb_ids"):
+        notices.append(f"resuming a copy of {old}: WandB gets new runs, the saved rows first")
+        meta = {**meta, "wandb_ids": None}
+    return stored, meta, notices
 
 
 def check_writable_file(path: str, key: str) -> None:
@@ -543,13 +547,14 @@ def wait_for(tree) -> None:
 
 
 class Run(NamedTuple):
-    """A training run as set up: its config, run options, checkpoint directory (or None) and
-    the meta of the checkpoint it resumes (empty for a new run)."""
+    """A training run as set up: its config, run options, checkpoint directory (or None), the
+    meta of the checkpoint it resumes (empty for a new run) and what to tell once it loads."""
 
     config: dict
     options: dict
     checkpoints: Checkpoints | None
     meta: dict
+    notices: list[str]
 
 
 def prepare(given: dict, given_options: dict) -> Run:
@@ -562,10 +567,10 @@ def prepare(given: dict, given_options: dict) -> Run:
         found = require_checkpoint_dir(options["CHECKPOINT_DIR"])
         config, meta = resumed_config(found, given)
         stored = {k: v for k, v in meta.get("options", {}).items() if k in OPTION}
-        stored, meta = relocated(stored, meta, str(found.directory), given_options)
+        stored, meta, notices = relocated(stored, meta, str(found.directory), given_options)
         options = {**options, **stored, **given_options, "RESUME": True}
     else:
-        config, meta = impl.validate_config(given), {}
+        config, meta, notices = impl.validate_config(given), {}, []
         if options["CHECKPOINT_DIR"] is None:
             options["CHECKPOINT_DIR"] = auto_checkpoint_dir()
         directory = options["CHECKPOINT_DIR"]
@@ -582,7 +587,7 @@ def prepare(given: dict, given_options: dict) -> Run:
     checkpoints = None
     if options["CHECKPOINT_DIR"] != "none":
         checkpoints = Checkpoints(options["CHECKPOINT_DIR"], keep=options["KEEP_CHECKPOINTS"])
-    return Run(config, options, checkpoints, meta)
+    return Run(config, options, checkpoints, meta, notices)
 
 
 def start_state(run: Run, init, shardings):
@@ -621,6 +626,8 @@ class Trainer:
         init = impl.init_runs(parts)
         shardings = impl.runner_shardings(jax.eval_shape(init), mesh)
         self.runner, self.history, self.update = start_state(run, init, shardings)
+        for notice in run.notices if self.is_main else ():
+            warn(notice)
         offset_s = float(self.history["time_s"][-1]) if self.history else 0.0
         quiet = self.options["QUIET"] or not self.is_main
         self.console = Console(self.config, quiet, self.update, offset_s)

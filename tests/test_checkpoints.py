@@ -183,21 +183,25 @@ def test_resuming_a_copy_trains_on_and_leaves_the_originals_metrics_file_alone(r
 
 
 def test_a_moved_run_keeps_its_outputs_and_a_copy_gets_new_wandb_runs(reference, tmp_path):
-    old = str(reference["dir"])
-    stored = {"CHECKPOINT_DIR": old, "METRICS_OUT": f"{old}/logs/rows.jsonl"}
+    old, gone, new = str(reference["dir"]), str(tmp_path / "gone"), str(tmp_path / "new")
     meta = {"wandb_ids": ["abc"]}
-    moved = str(tmp_path / "moved")
-    # A metrics file inside the run's directory goes where the directory went.
-    options, kept = cli.relocated(stored, meta, moved, {})
-    assert options["METRICS_OUT"] == f"{moved}/logs/rows.jsonl" and kept["wandb_ids"] == ["abc"]
-    # Outside it: a moved run (the old directory gone) goes on writing it, in the same WandB runs.
-    outside = {**stored, "CHECKPOINT_DIR": str(tmp_path / "gone"), "METRICS_OUT": "/x/rows.jsonl"}
-    assert cli.relocated(outside, meta, moved, {}) == (outside, meta)
-    # A copy (the old directory still holds its run) leaves the original's file and runs alone.
-    options, copied = cli.relocated({**stored, "METRICS_OUT": "/x/rows.jsonl"}, meta, moved, {})
+    # Moved (the old directory gone): the same WandB runs; a metrics file inside moves along,
+    # one outside is written as before.
+    inside = {"CHECKPOINT_DIR": gone, "METRICS_OUT": f"{gone}/logs/rows.jsonl"}
+    options, kept, notices = cli.relocated(inside, meta, new, {})
+    assert options["METRICS_OUT"] == f"{new}/logs/rows.jsonl" and kept == meta and not notices
+    outside = {"CHECKPOINT_DIR": gone, "METRICS_OUT": "/x/rows.jsonl"}
+    assert cli.relocated(outside, meta, new, {}) == (outside, meta, [])
+    # Copied (the old directory still holds its run): new WandB runs, the original's file alone.
+    options, copied, notices = cli.relocated({**outside, "CHECKPOINT_DIR": old}, meta, new, {})
     assert options["METRICS_OUT"] is None and copied["wandb_ids"] is None
+    assert len(notices) == 2 and all(old in notice for notice in notices)
+    inside_copy = {"CHECKPOINT_DIR": old, "METRICS_OUT": f"{old}/rows.jsonl"}
+    options, copied, _ = cli.relocated(inside_copy, meta, new, {})
+    assert options["METRICS_OUT"] == f"{new}/rows.jsonl" and copied["wandb_ids"] is None
     # The same directory, by any path, is no move at all.
-    assert cli.relocated(stored, meta, f"{old}/../{Path(old).name}", {}) == (stored, meta)
+    same = f"{old}/../{Path(old).name}"
+    assert cli.relocated(inside_copy, meta, same, {}) == (inside_copy, meta, [])
 
 
 def corrupt(directory):
