@@ -1,4 +1,7 @@
-"""Snake in pure JAX: a gymnax-style, jit/vmap-able, auto-resetting environment.
+"""Snake in pure JAX: the game as a fast, jit/vmap-able, auto-resetting core.
+
+`snake_gymnax.SnakeGymnax` wraps it as a gymnax 1.x environment; `snake_purejaxrl.rendering`
+draws it.
 
 The board is stored as one small countdown grid: a body cell holds how many more moves it stays
 occupied (head = length, tail = 1, free = 0). A move is then one elementwise decrement plus writing
@@ -47,8 +50,13 @@ MOVE_ROW = np.array([-1, 0, 1, 0], np.int32)
 MOVE_COL = np.array([0, 1, 0, -1], np.int32)
 
 
-# Random uint32 words drawn per reset/step: heading, row, column of a new snake, then the food cell.
+# The random uint32 words drawn per reset/step, by use: a new snake's heading, row and column, the
+# food cell; with a curriculum also whether the new game starts long, and its length, path and
+# offset (`_spawn_long_snake`).
+HEADING_BITS, ROW_BITS, COL_BITS, FOOD_BITS = 0, 1, 2, 3
 _NUM_DRAWS = 4
+LONG_START_BITS, LONG_SHAPE_BITS = 4, slice(5, 8)
+_NUM_DRAWS_LONG = 8
 
 
 def _uniform_below(bits: jax.Array, n: jax.Array | int) -> jax.Array:
@@ -83,6 +91,17 @@ class SnakeState:
     steps: jax.Array
     steps_since_food: jax.Array
     start_length: jax.Array
+
+
+def step_cell(cell: jax.Array, move: jax.Array, grid_size: int) -> tuple[jax.Array, jax.Array]:
+    """(flat index of the cell `move` enters from flat `cell`, clipped onto the board; whether it
+    is on the board). Broadcasts `cell` against `move`: every neighbour lookup of the game and
+    of the agent's input goes through here."""
+    g = grid_size
+    row = cell // g + jnp.asarray(MOVE_ROW)[move]
+    col = cell % g + jnp.asarray(MOVE_COL)[move]
+    inside = (row >= 0) & (row < g) & (col >= 0) & (col < g)
+    return jnp.clip(row, 0, g - 1) * g + jnp.clip(col, 0, g - 1), inside
 
 
 def _serpentine_paths(grid_size: int) -> np.ndarray:
@@ -161,8 +180,8 @@ class SnakeEnv:
         shortest = max(START_LENGTH, round(lo * cells))
         self.long_start_lengths = (shortest, min(cells - 1, max(shortest, round(hi * cells))))
         self.starvation_is_death = bool(starvation_is_death)
-        # A curriculum needs 4 more random words a reset; without one, games stay as they were.
-        self._draws = _NUM_DRAWS + (4 if self.long_start_prob > 0 else 0)
+        # A curriculum needs more random words a reset; without one, games stay as they were.
+        self._draws = _NUM_DRAWS_LONG if self.long_start_prob > 0 else _NUM_DRAWS
 
     # ----------------------------------------------------------------- public API
     @property
@@ -182,7 +201,9 @@ class SnakeEnv:
         """Start a game: a straight length-3 snake at a random place and heading."""
         bits = jax.random.bits(key, (self._draws,), jnp.uint32)
         state = self._spawn(bits)
-        state = state.replace(food=self._sample_free_cell(bits[3], state.body, state.length))
+        state = state.replace(
+            food=self._sample_free_cell(bits[FOOD_BITS], state.body, state.length)
+        )
         return self.observation(state), state
 
     def step(
@@ -207,7 +228,7 @@ class SnakeEnv:
         fresh = self._spawn(bits)
         next_state = jax.tree.map(lambda f, m: jnp.where(done, f, m), fresh, moved)
         # One food draw serves both cases: after eating, and for the new game after `done`.
-        new_food = self._sample_free_cell(bits[3], next_state.body, next_state.length)
+        new_food = self._sample_free_cell(bits[FOOD_BITS], next_state.body, next_state.length)
         next_state = next_state.replace(food=jnp.where(ate | done, new_food, moved.food))
         info = {
             "terminated": terminated,
@@ -264,11 +285,7 @@ class SnakeEnv:
     def action_mask(self, state: SnakeState) -> jax.Array:
         """bool[4]: the moves that do not die this step. The reverse move is always False: it is
         ignored (the snake goes straight), so allowing it would double-count going straight."""
-        g = self.grid_size
-        row, col = state.head // g, state.head % g
-        new_row, new_col = row + MOVE_ROW, col + MOVE_COL
-        inside = (new_row >= 0) & (new_row < g) & (new_col >= 0) & (new_col < g)
-        target = jnp.clip(new_row, 0, g - 1) * g + jnp.clip(new_col, 0, g - 1)
+        target, inside = step_cell(state.head, jnp.arange(NUM_ACTIONS), self.grid_size)
         # Countdown 1 is the tail, which leaves this move unless we eat (and food is never on it).
         free = state.body[target] <= 1
         not_reverse = jnp.arange(NUM_ACTIONS) != (state.direction + 2) % NUM_ACTIONS
@@ -294,8 +311,8 @@ class SnakeEnv:
         short = self._spawn_snake(bits)
         if self.long_start_prob == 0:
             return short
-        use_long = bits[4] < jnp.uint32(min(self.long_start_prob * 2**32, 2**32 - 1))
-        long = self._spawn_long_snake(bits[5:8])
+        use_long = bits[LONG_START_BITS] < jnp.uint32(min(self.long_start_prob * 2**32, 2**32 - 1))
+        long = self._spawn_long_snake(bits[LONG_SHAPE_BITS])
         return jax.tree.map(lambda a, b: jnp.where(use_long, a, b), long, short)
 
     def _spawn_long_snake(self, bits: jax.Array) -> SnakeState:
@@ -330,15 +347,15 @@ class SnakeEnv:
     def _spawn_snake(self, bits: jax.Array) -> SnakeState:
         """A length-3 straight snake, uniform over headings and the placements that fit.
 
-        bits: (_NUM_DRAWS,) uint32 random words; this uses the first three."""
+        bits: (_NUM_DRAWS,) uint32 random words; this uses HEADING_BITS, ROW_BITS, COL_BITS."""
         g = self.grid_size
-        direction = _uniform_below(bits[0], NUM_ACTIONS)
+        direction = _uniform_below(bits[HEADING_BITS], NUM_ACTIONS)
         d_row, d_col = jnp.asarray(MOVE_ROW)[direction], jnp.asarray(MOVE_COL)[direction]
         # The body trails the head by up to 2 cells against the heading: keep that on the board.
         lo_row, lo_col = jnp.maximum(2 * d_row, 0), jnp.maximum(2 * d_col, 0)
         hi_row, hi_col = g + jnp.minimum(2 * d_row, 0), g + jnp.minimum(2 * d_col, 0)
-        row = lo_row + _uniform_below(bits[1], hi_row - lo_row)
-        col = lo_col + _uniform_below(bits[2], hi_col - lo_col)
+        row = lo_row + _uniform_below(bits[ROW_BITS], hi_row - lo_row)
+        col = lo_col + _uniform_below(bits[COL_BITS], hi_col - lo_col)
         head = row * g + col
         step_back = d_row * g + d_col
         cells = jnp.arange(g * g, dtype=jnp.int32)
@@ -379,10 +396,8 @@ class SnakeEnv:
         action = jnp.asarray(action, jnp.int32)
         legal = (action >= 0) & (action < NUM_ACTIONS) & (action != (state.direction + 2) % 4)
         direction = jnp.where(legal, action, state.direction)
-        row = state.head // g + jnp.asarray(MOVE_ROW)[direction]
-        col = state.head % g + jnp.asarray(MOVE_COL)[direction]
-        hit_wall = (row < 0) | (row >= g) | (col < 0) | (col >= g)
-        head = jnp.clip(row, 0, g - 1) * g + jnp.clip(col, 0, g - 1)
+        head, inside = step_cell(state.head, direction, g)
+        hit_wall = ~inside
         ate = (head == state.food) & ~hit_wall
         # Without food every segment moves up one place: the tail cell frees before the head lands.
         body = jnp.where(ate, state.body, jnp.maximum(state.body - 1, 0).astype(jnp.int16))
@@ -406,95 +421,3 @@ class SnakeEnv:
             steps_since_food=jnp.where(ate, 0, state.steps_since_food + 1),
         )
         return moved, reward, terminated_by_death | won, won, ate
-
-    # ----------------------------------------------------------------- rendering (host only)
-    def render_ascii(self, game: SnakeState | Any) -> str:
-        """The board as text: H head, o body, t tail, * food, . empty, inside a # border.
-        `game` is one game's state or its observation (G, G, 4)."""
-        body, head, food = _host_board(game, self.grid_size)
-        symbols = np.full(body.shape, ".", dtype="<U1")
-        symbols[body > 0] = "o"
-        symbols[body == 1] = "t"
-        symbols.flat[food] = "*"
-        symbols.flat[head] = "H"
-        border = "#" * (self.grid_size + 2)
-        rows = ["#" + "".join(r) + "#" for r in symbols]
-        return "\n".join([border, *rows, border])
-
-    def render_rgb(self, game: SnakeState | Any, cell_px: int = 16) -> np.ndarray:
-        """(grid_size * cell_px, grid_size * cell_px, 3) uint8 picture of one game (for GIFs);
-        `game` is one game's state or its observation (G, G, 4). Each body cell is drawn inset,
-        joined only to the segments before and after it, so the snake's path reads clearly; the
-        body darkens from head to tail in a few steps (few colours: small GIFs)."""
-        cell_px = _check_int("cell_px", cell_px, 3, 256)
-        body, head, food = _host_board(game, self.grid_size)
-        g, gap = self.grid_size, max(1, cell_px // 8)
-        image = np.empty((g * cell_px, g * cell_px, 3), np.uint8)
-        image[:] = (24, 24, 32)
-        length = max(int(body.max()), 1)
-        shade = 0.5 + 0.5 * np.ceil(6 * body / length) / 6  # 6 steps, head brightest
-
-        def fill(r0, r1, c0, c1, colour):
-            image[r0:r1, c0:c1] = colour
-
-        for r, c in zip(*np.nonzero(body)):
-            colour = np.array([40, 200, 70]) * shade[r, c]
-            y, x = r * cell_px, c * cell_px
-            fill(y + gap, y + cell_px - gap, x + gap, x + cell_px - gap, colour)
-            for dr, dc in ((0, 1), (1, 0)):  # bridge to a neighbour one segment away
-                rr, cc = r + dr, c + dc
-                if rr < g and cc < g and body[rr, cc] > 0 and abs(body[rr, cc] - body[r, c]) == 1:
-                    if dc:
-                        fill(
-                            y + gap, y + cell_px - gap, x + cell_px - gap, x + cell_px + gap, colour
-                        )
-                    else:
-                        fill(
-                            y + cell_px - gap, y + cell_px + gap, x + gap, x + cell_px - gap, colour
-                        )
-        for index, colour in ((food, (230, 50, 50)), (head, (250, 230, 60))):
-            y, x = (index // g) * cell_px, (index % g) * cell_px
-            fill(y + gap, y + cell_px - gap, x + gap, x + cell_px - gap, colour)
-        return image
-
-
-def _host_board(game: SnakeState | Any, grid_size: int) -> tuple[np.ndarray, int, int]:
-    """Countdown grid (grid_size, grid_size) int, head and food indices, as numpy on the host,
-    from one game's state or from its observation (the countdown is order * length there)."""
-    if not isinstance(game, SnakeState):
-        obs = np.asarray(game)
-        if obs.shape != (grid_size, grid_size, NUM_CHANNELS):
-            raise ValueError(
-                f"an observation must have shape {(grid_size, grid_size, NUM_CHANNELS)}, "
-                f"got {obs.shape}"
-            )
-        order = obs[..., ORDER_CHANNEL]
-        body = np.rint(order * np.count_nonzero(order)).astype(np.int64)
-        return body, int(obs[..., HEAD_CHANNEL].argmax()), int(obs[..., FOOD_CHANNEL].argmax())
-    body = np.asarray(game.body)
-    if body.shape != (grid_size**2,):
-        raise ValueError(
-            f"state must be a single game with body shape ({grid_size**2},), got {body.shape}; "
-            "index a batch first, e.g. jax.tree.map(lambda x: x[0], state)"
-        )
-    return body.reshape(grid_size, grid_size).astype(np.int64), int(game.head), int(game.food)
-
-
-def save_gif(
-    images: list[np.ndarray], path: str, captions: list[str] | None = None, frame_ms: int = 60
-) -> None:
-    """An animated GIF (Pillow), one frame per image, each with its caption in a strip on top."""
-    from PIL import Image, ImageDraw
-
-    frames = []
-    for i, image in enumerate(images):
-        frame = Image.fromarray(image)
-        if captions is not None:
-            canvas = Image.new("RGB", (frame.width, frame.height + 16), (0, 0, 0))
-            canvas.paste(frame, (0, 16))
-            ImageDraw.Draw(canvas).text((3, 2), captions[i], fill=(235, 235, 235))
-            frame = canvas
-        frames.append(frame)
-    frames[0].save(
-        path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0, optimize=True
-    )

@@ -85,7 +85,8 @@ def flops_per_update(parts: impl.Parts, runner: impl.RunnerState) -> float:
     single = jax.tree.map(lambda x: x[0], runner)
     act = lambda params, obs, state: impl.policy(parts, params, obs, state)[2]  # noqa: E731
     forward = flops(act, single.params, single.obs, single.env_state)
-    agent_input = impl.observe(cfg, single.obs, hunger=impl.hunger_of(parts, single.env_state))
+    hunger = jax.vmap(parts.env.hunger)(single.env_state)
+    agent_input = impl.observe(cfg, single.obs, hunger=hunger)
     size = cfg["MINIBATCH_SIZE"]
     tile = lambda x: jnp.resize(x, (size, *x.shape[1:]))  # noqa: E731
     batch = impl.Batch(

@@ -19,6 +19,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from snake_purejaxrl.outputs import trailing_score
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(ROOT / "train_snake_purejaxrl.py")
 ANCHORS = ROOT.parent / "shared" / "anchors"  # the anchor scripts, beside the checkout
@@ -70,6 +72,4 @@ def by_run(rows: list[dict]) -> dict[tuple, dict[str, np.ndarray]]:
 
 def smoothed_score(run: dict[str, np.ndarray], window: int) -> np.ndarray:
     """Episode-weighted mean score over each update's last `window` updates."""
-    import train_snake_purejaxrl_impl as impl
-
-    return impl.trailing_score(run["episode_score"], run["episodes"], window)
+    return trailing_score(run["episode_score"], run["episodes"], window)

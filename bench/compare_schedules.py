@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-import train_snake_purejaxrl_impl as impl
 from bench.common import by_run, machine_line, smoothed_score, train
+from snake_purejaxrl.outputs import final_score
 
 HERE = Path(__file__).resolve().parent
 OPTIMIZERS = {"adam": ["--lr", "5e-4"], "muon": ["--use-muon", "--muon-lr", "0.02"]}
@@ -31,7 +31,7 @@ def run_config(optimizer: str, schedule: str, seeds: int, total: int) -> dict:
     result = train(args)
     runs = list(by_run(result["rows"]).values())
     updates = len(runs[0]["update"])
-    finals = np.array([impl.final_score(r["episode_score"], r["episodes"]) for r in runs])
+    finals = np.array([final_score(r["episode_score"], r["episodes"]) for r in runs])
     return {
         "env_steps": runs[0]["env_steps"],
         "score": np.stack([smoothed_score(r, max(1, updates // 20)) for r in runs]),

@@ -16,23 +16,19 @@ import json
 import shlex
 import sys
 
-import jax
 import numpy as np
 
-import train_snake_purejaxrl_impl as impl
 from bench.common import machine_line
-from checkpointing import Checkpoints
-from train_snake_purejaxrl import evaluate_params, settings_of
+from snake_purejaxrl.evaluation import evaluate_params
+from snake_purejaxrl.run_dir import SavedRun
 
 
 def curve(directory: str, episodes: int, seed: int) -> list[dict]:
     """One point per checkpoint of `directory` (of its first run)."""
-    checkpoints = Checkpoints(directory, read_only=True)
-    config = impl.validate_config(settings_of(checkpoints.meta()["config"]))
-    abstract = jax.eval_shape(impl.init_runs(impl.make_parts(config)))
-    points = []
-    for step in checkpoints.steps():
-        runner, history, _ = checkpoints.restore(abstract, step)
+    saved = SavedRun(directory)
+    config, points = saved.config, []
+    for step in saved.checkpoints.steps():
+        runner, history = saved.restore(step)
         figures = evaluate_params(config, runner.params, episodes, True, seed)[0]
         points.append({
             "update": step,

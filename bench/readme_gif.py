@@ -13,10 +13,9 @@ import argparse
 
 import jax
 
-import train_snake_purejaxrl_impl as impl
-from checkpointing import Checkpoints
-from snake_env import save_gif
-from train_snake_purejaxrl import replay_game, settings_of
+from snake_purejaxrl.evaluation import replay_game
+from snake_purejaxrl.rendering import render_rgb, save_gif
+from snake_purejaxrl.run_dir import SavedRun
 
 
 def main() -> None:
@@ -26,15 +25,13 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=2, help="keep every k-th move")
     parser.add_argument("--seed", type=int, default=0, help="which game")
     args = parser.parse_args()
-    checkpoints = Checkpoints(args.checkpoint_dir, read_only=True)
-    config = impl.validate_config(settings_of(checkpoints.meta()["config"]))
-    runner, _, _ = checkpoints.restore(jax.eval_shape(impl.init_runs(impl.make_parts(config))))
+    saved = SavedRun(args.checkpoint_dir)
+    config, (runner, _) = saved.config, saved.restore()
     params = jax.tree.map(lambda x: x[0], runner.params)
     frames, scores = replay_game(config, params, True, args.seed)
     keep = list(range(0, len(frames), args.every))
     keep += [len(frames) - 1] if keep[-1] != len(frames) - 1 else []
-    env = impl.eval_env(config)
-    images = [env.render_rgb(frames[t], cell_px=8) for t in keep]
+    images = [render_rgb(frames[t], config["GRID_SIZE"], cell_px=8) for t in keep]
     captions = [f"score {scores[t]} move {t}" for t in keep]
     save_gif(images, args.gif, captions, frame_ms=40)
     print(f"{args.gif}: {len(keep)} frames of {len(frames) - 1} moves, final score {scores[-1]}")

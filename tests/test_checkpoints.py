@@ -16,7 +16,9 @@ from PIL import Image
 
 import train_snake_purejaxrl as cli
 import train_snake_purejaxrl_impl as impl
-from checkpointing import Checkpoints
+from snake_purejaxrl.checkpoints import Checkpoints
+from snake_purejaxrl.run_dir import relocated
+from snake_purejaxrl.training_loop import EXIT_NAN
 from tests.cli_helpers import history, read_rows, run_cli, start_cli, wandb_records, without_time
 
 # 48 updates of 16 games x 64 moves on 6x6 (about 0.05 s each here), a checkpoint every 4.
@@ -188,20 +190,20 @@ def test_a_moved_run_keeps_its_outputs_and_a_copy_gets_new_wandb_runs(reference,
     # Moved (the old directory gone): the same WandB runs; a metrics file inside moves along,
     # one outside is written as before.
     inside = {"CHECKPOINT_DIR": gone, "METRICS_OUT": f"{gone}/logs/rows.jsonl"}
-    options, kept, notices = cli.relocated(inside, meta, new, {})
+    options, kept, notices = relocated(inside, meta, new, {})
     assert options["METRICS_OUT"] == f"{new}/logs/rows.jsonl" and kept == meta and not notices
     outside = {"CHECKPOINT_DIR": gone, "METRICS_OUT": "/x/rows.jsonl"}
-    assert cli.relocated(outside, meta, new, {}) == (outside, meta, [])
+    assert relocated(outside, meta, new, {}) == (outside, meta, [])
     # Copied (the old directory still holds its run): new WandB runs, the original's file alone.
-    options, copied, notices = cli.relocated({**outside, "CHECKPOINT_DIR": old}, meta, new, {})
+    options, copied, notices = relocated({**outside, "CHECKPOINT_DIR": old}, meta, new, {})
     assert options["METRICS_OUT"] is None and copied["wandb_ids"] is None
     assert len(notices) == 2 and all(old in notice for notice in notices)
     inside_copy = {"CHECKPOINT_DIR": old, "METRICS_OUT": f"{old}/rows.jsonl"}
-    options, copied, _ = cli.relocated(inside_copy, meta, new, {})
+    options, copied, _ = relocated(inside_copy, meta, new, {})
     assert options["METRICS_OUT"] == f"{new}/rows.jsonl" and copied["wandb_ids"] is None
     # The same directory, by any path, is no move at all.
     same = f"{old}/../{Path(old).name}"
-    assert cli.relocated(inside_copy, meta, same, {}) == (inside_copy, meta, [])
+    assert relocated(inside_copy, meta, same, {}) == (inside_copy, meta, [])
 
 
 def corrupt(directory):
@@ -276,7 +278,7 @@ def test_a_non_finite_loss_stops_keeps_the_last_good_checkpoint_and_the_rows(ref
     args = ["--resume", "--checkpoint-dir", str(directory), "--total-timesteps", "98304",
             "--food-reward", "3e38", "--metrics-out", "rows.jsonl"]  # fmt: skip
     proc = run_cli(args, tmp_path)
-    assert proc.returncode == cli.EXIT_NAN
+    assert proc.returncode == EXIT_NAN
     line = proc.stderr.strip().splitlines()[-1]
     bad_update = int(line.split(":")[0].split()[-1])
     assert "is not finite" in line and "total_loss" in line

@@ -9,7 +9,8 @@ import pytest
 
 import train_snake_purejaxrl as cli
 import train_snake_purejaxrl_impl as impl
-from settings import Bool, Choice, Float, Int, Numbers, Text
+from snake_purejaxrl.config import RUN_OPTIONS, SETTING_BY_KEY, SETTINGS
+from snake_purejaxrl.settings import Bool, Choice, Float, Int, Numbers, Text
 from tests.cli_helpers import history, run_cli, wandb_records
 
 # Small sizes appended to the documented commands: 4 updates of 16 games x 32 moves on 6x6.
@@ -74,7 +75,7 @@ def test_wandb_gets_every_setting_in_its_config_and_env_steps_as_x_axis(document
     proc, records = documented_runs["muon_annealed"]
     run = next(r["run"] for r in records if r["type"] == "run")
     config = run["config"]["update"]
-    assert set(impl.SETTING) <= set(config)  # generated from the declaration
+    assert set(SETTING_BY_KEY) <= set(config)  # generated from the declaration
     assert config["USE_MUON"] is True and config["MUON_LR"] == 0.02
     assert config["ANNEAL_LR"] is True and config["NUM_UPDATES"] == NUM_UPDATES
     assert config["GRID_SIZE"] == 6 and config["FOOD_REWARD"] == 1.0  # game settings too
@@ -135,7 +136,7 @@ def test_progress_lines_show_updates_speed_score_and_learning_rate(tmp_path):
 
 
 # --------------------------------------------------------------------------- flags, in-process
-DECLARED = [*impl.SETTINGS, *cli.RUN_OPTIONS]
+DECLARED = [*SETTINGS, *RUN_OPTIONS]
 
 
 def run_main(argv, capsys):
@@ -157,7 +158,7 @@ def test_help_lists_every_setting_and_option_with_its_doc_and_default(capsys):
         if isinstance(setting, Bool):
             assert f"--no-{setting.flag[2:]}" in text, setting.key
     for key in ("FOOD_REWARD", "DEATH_REWARD", "STEP_REWARD", "MAX_STEPS", "STARVATION_STEPS"):
-        assert impl.SETTING[key].flag in text
+        assert SETTING_BY_KEY[key].flag in text
 
 
 def bad_value(setting):

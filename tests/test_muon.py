@@ -10,6 +10,7 @@ import pytest
 
 import muon_jax
 import train_snake_purejaxrl_impl as impl
+from snake_purejaxrl.agent_input import observe
 
 
 def grads_like(params, seed=0):
@@ -40,7 +41,7 @@ def test_a_split_naming_a_module_the_params_lack_is_an_error():
 
 def actor_critic_params(config):
     network = impl.make_network(config)
-    features = jnp.zeros((1, impl.observe(config, jnp.zeros((1, 6, 6, 4))).features.shape[1]))
+    features = jnp.zeros((1, observe(config, jnp.zeros((1, 6, 6, 4))).features.shape[1]))
     return network.init(jax.random.PRNGKey(0), features, jnp.ones((1, 4), bool))
 
 

@@ -13,7 +13,9 @@ import pytest
 
 import muon_jax
 import train_snake_purejaxrl_impl as impl
-from snake_env import SnakeEnv
+from snake_purejaxrl import agent_input
+from snake_purejaxrl.devices import XLA_DEFAULTS
+from snake_purejaxrl.outputs import final_score, trailing_score
 
 TINY = {
     "GRID_SIZE": 6,
@@ -146,7 +148,7 @@ def test_importing_adds_the_xla_flags_it_needs_and_keeps_the_users_own():
         assert proc.returncode == 0, proc.stderr[-2000:]
         return proc.stdout.split()
 
-    assert set(flags_after_import(None)) == set(impl.XLA_DEFAULTS)
+    assert set(flags_after_import(None)) == set(XLA_DEFAULTS)
     mine = flags_after_import("--xla_gpu_deterministic_ops=false")
     assert "--xla_gpu_deterministic_ops=false" in mine
     assert "--xla_gpu_deterministic_ops=true" not in mine
@@ -200,7 +202,9 @@ def test_truncated_games_bootstrap_from_the_value_of_their_last_observation():
     assert transition.done.all()
     # A move's outcome and final observation do not depend on the env key (only a new game's
     # placement does), so any key re-plays the move the rollout made.
-    moves = impl.to_env_action(transition.action, impl.observe(parts.config, runner.obs).moves)
+    moves = agent_input.to_env_action(
+        transition.action, agent_input.observe(parts.config, runner.obs).moves
+    )
     keys = jax.random.split(jax.random.PRNGKey(123), TINY["NUM_ENVS"])
     _, _, reward, _, info = jax.vmap(parts.env.step)(keys, runner.env_state, moves)
     truncated = np.asarray(info["truncated"])
@@ -232,84 +236,14 @@ def test_masked_policy_never_picks_a_move_that_dies_when_another_survives():
     assert died.any() and np.asarray(rollout.mask)[died].all()
 
 
-# --------------------------------------------------------------------------- egocentric view
-def random_states(grid_size, n, steps, seed=0):
-    env = SnakeEnv(grid_size)
-    keys = jax.random.split(jax.random.PRNGKey(seed), n)
-    _, state = jax.vmap(env.reset)(keys)
-    for t in range(steps):
-        mask = jax.vmap(env.action_mask)(state)
-        action = jnp.argmax(mask * jax.random.uniform(jax.random.PRNGKey(t), mask.shape), -1)
-        _, state, *_ = jax.vmap(env.step)(jax.random.split(keys[t % n], n), state, action)
-    return env, state
-
-
-def test_heading_is_read_correctly_from_the_observation():
-    env, state = random_states(7, 64, 12)
-    obs = jax.vmap(env.observation)(state)
-    head, heading = impl.heading_of(obs)
-    np.testing.assert_array_equal(head, state.head)
-    np.testing.assert_array_equal(heading, state.direction)
-
-
-def test_egocentric_view_is_the_same_for_a_rotated_board():
-    env, state = random_states(7, 32, 10, seed=3)
-    obs = jax.vmap(env.observation)(state)
-    rotated = jnp.rot90(obs, k=1, axes=(1, 2))  # the whole board turned a quarter, left
-    view, heading = impl.egocentric_view(obs)
-    view_rotated, heading_rotated = impl.egocentric_view(rotated)
-    np.testing.assert_array_equal(view, view_rotated)
-    np.testing.assert_array_equal((heading - 1) % 4, heading_rotated)  # right turns to up
-    centre, order = view.shape[1] // 2, 1
-    assert view.shape[1:] == (13, 13, 3)
-    assert (view[:, centre, centre, order] == 1).all()  # the head sits in the centre
-    neck = view[:, centre + 1, centre, order]
-    assert (neck > view[:, centre, centre - 1, order]).all()  # right behind it: the neck
-    assert (neck > view[:, centre - 1, centre, order]).all()
-
-
-def test_agent_actions_are_moves_in_the_snakes_frame_mirrored_on_request():
-    heading = jnp.arange(4)
-    moves = np.asarray(impl.agent_moves(heading, jnp.zeros(4, bool)))
-    for h in range(4):  # ahead, right, back, left of each heading
-        assert moves[h].tolist() == [h, (h + 1) % 4, (h + 2) % 4, (h + 3) % 4]
-    mirrored = np.asarray(impl.agent_moves(heading, jnp.ones(4, bool)))
-    assert (mirrored[:, [0, 2]] == moves[:, [0, 2]]).all()  # ahead and back stay
-    assert (mirrored[:, 1] == moves[:, 3]).all() and (mirrored[:, 3] == moves[:, 1]).all()
-    absolute = jnp.array([[10.0, 11.0, 12.0, 13.0]] * 4)  # up, right, down, left
-    in_frame = np.asarray(impl.to_agent_frame(absolute, jnp.asarray(moves)))
-    for h in range(4):
-        for a in range(4):  # an action's value is its move's, and it plays that move
-            move = int(impl.to_env_action(jnp.array([a]), jnp.asarray(moves[h : h + 1]))[0])
-            assert in_frame[h, a] == 10.0 + move and move == moves[h, a]
-
-
-def test_a_mirrored_game_looks_flipped_and_acts_flipped():
-    env, state = random_states(7, 16, 9, seed=5)
-    obs = jax.vmap(env.observation)(state)
-    config = impl.validate_config({"GRID_SIZE": 7, "FLOOD_FILL": True})
-    plain = impl.observe(config, obs)
-    flipped = impl.observe(config, obs, jnp.ones(16, bool))
-    view_size = 13 * 13 * 3
-    view = np.asarray(plain.features[:, :view_size]).reshape(16, 13, 13, 3)
-    view_mirrored = np.asarray(flipped.features[:, :view_size]).reshape(16, 13, 13, 3)
-    np.testing.assert_array_equal(view_mirrored, view[:, :, ::-1])
-    flood, flood_mirrored = (
-        np.asarray(plain.features[:, view_size:]),
-        np.asarray(flipped.features[:, view_size:]),
-    )
-    np.testing.assert_array_equal(flood_mirrored[:, [1, 3, 5, 7]], flood[:, [3, 1, 7, 5]])
-    np.testing.assert_array_equal(flipped.moves[:, 1], plain.moves[:, 3])  # right acts as left
-
-
 # --------------------------------------------------------------------------- learning
 def test_a_short_run_on_8x8_learns_far_beyond_a_random_policy():
     config = dict(GRID_SIZE=8, NUM_ENVS=64, NUM_STEPS=64, TOTAL_TIMESTEPS=64 * 64 * 60,
                   NUM_MINIBATCHES=4, HIDDEN_SIZES=(128, 128), ANNEAL_LR=True, LR=1e-3)  # fmt: skip
     metrics = jax.jit(impl.make_train(config))(jax.random.PRNGKey(0))["metrics"]
     scores, episodes = np.asarray(metrics["episode_score"]), np.asarray(metrics["episodes"])
-    first = impl.final_score(scores[:5], episodes[:5], fraction=1.0)
-    last = impl.final_score(scores[-10:], episodes[-10:], fraction=1.0)
+    first = final_score(scores[:5], episodes[:5], fraction=1.0)
+    last = final_score(scores[-10:], episodes[-10:], fraction=1.0)
     # The first updates play a near-uniform masked policy (its logits start near zero).
     assert first < 2.0
     assert last > max(5.0, 4 * first), (first, last)
@@ -320,34 +254,10 @@ def test_scores_are_weighted_by_episodes_and_updates_without_episodes_count_noth
     score = np.array([[10.0, 0.0, 30.0, 20.0]])
     episodes = np.array([[1, 0, 3, 1]])
     np.testing.assert_allclose(
-        impl.trailing_score(score, episodes, window=2), [[10.0, 10.0, 30.0, 27.5]]
+        trailing_score(score, episodes, window=2), [[10.0, 10.0, 30.0, 27.5]]
     )
-    np.testing.assert_allclose(impl.final_score(score, episodes, fraction=0.5), [27.5])
-    assert impl.final_score(np.zeros((1, 4)), np.zeros((1, 4)))[0] == 0.0  # never NaN
-
-
-# --------------------------------------------------------------------------- look-ahead features
-def test_flood_features_measure_the_room_each_move_leaves_and_whether_the_tail_is_in_it():
-    env = SnakeEnv(6)
-    # Heading left at (1, 1); the body walls off the top-left corner: (0,0), (0,1), (1,0).
-    cells = [(1, 1), (1, 2), (0, 2), (0, 3), (1, 3), (2, 3), (2, 2), (2, 1), (2, 0), (3, 0)]
-    obs = env.observation(env.make_state(cells, food=(5, 5)))[None]
-    _, heading = impl.heading_of(obs)
-    area, tail, fill = np.split(np.asarray(impl.flood_features(obs, heading))[0], [4, 8])
-    free = 36 - len(cells) + 1  # the free cells and the tail's
-    # ahead (left, into the corner) and right (up, into the corner) leave 3 cells; back is
-    # never allowed; left (down) runs into the body.
-    np.testing.assert_allclose(area, [3 / free, 3 / free, 0, 0])
-    np.testing.assert_array_equal(tail, [0, 0, 0, 0])  # the tail (3, 0) is outside the pocket
-    np.testing.assert_allclose(fill, [len(cells) / 36])
-    # Cut the snake to 8 cells: its tail is now (2, 1), just below the head, and frees as the
-    # snake moves, so every allowed move (left too: into the tail's cell) reaches the whole
-    # board and the tail.
-    obs = env.observation(env.make_state(cells[:8], food=(5, 5)))[None]
-    features = impl.flood_features(obs, impl.heading_of(obs)[1])
-    area, tail, _ = np.split(np.asarray(features)[0], [4, 8])
-    np.testing.assert_allclose(area, [1, 1, 0, 1])
-    np.testing.assert_array_equal(tail, [1, 1, 0, 1])
+    np.testing.assert_allclose(final_score(score, episodes, fraction=0.5), [27.5])
+    assert final_score(np.zeros((1, 4)), np.zeros((1, 4)))[0] == 0.0  # never NaN
 
 
 def test_with_hunger_the_agent_sees_the_moves_since_food_over_the_limit():

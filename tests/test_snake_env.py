@@ -323,38 +323,6 @@ def test_a_long_random_rollout_scores_and_auto_resets():
     assert (reward == 1.0).sum() > 0 and score.max() >= 1
 
 
-# --------------------------------------------------------------------------- rendering
-def test_render_ascii_and_rgb_show_the_board():
-    env = SnakeEnv(5)
-    state = env.make_state([(1, 1), (1, 2), (2, 2)], food=(4, 0))
-    text = env.render_ascii(state)
-    assert text.splitlines() == [
-        "#######",
-        "#.....#",
-        "#.Ho..#",
-        "#..t..#",
-        "#.....#",
-        "#*....#",
-        "#######",
-    ]
-    image = env.render_rgb(state, cell_px=4)
-    assert image.shape == (20, 20, 3) and image.dtype == np.uint8
-    centre = lambda r, c: tuple(image[4 * r + 2, 4 * c + 2])  # noqa: E731
-    assert centre(4, 0) == (230, 50, 50) and centre(1, 1) == (250, 230, 60)  # food, head
-    background = tuple(image[0, 0])
-    assert centre(1, 2) != background and centre(2, 2) != background  # the body
-    # A curled snake: the tail touches the head's cell but is not the next segment, so only
-    # consecutive segments are joined.
-    curled = env.make_state([(1, 1), (1, 2), (2, 2), (2, 1)], food=(4, 0))
-    image = env.render_rgb(curled, cell_px=4)
-    assert tuple(image[6, 8]) != background  # head (1, 1) joined to the neck (1, 2)
-    assert tuple(image[8, 5]) == background  # head (1, 1) and tail (2, 1): a gap
-    assert tuple(image[8, 10]) != background  # neck (1, 2) joined to (2, 2)
-    batch = jax.tree.map(lambda x: jnp.stack([x, x]), state)
-    with pytest.raises(ValueError, match="single game"):
-        env.render_ascii(batch)
-
-
 # --------------------------------------------------------------------------- arguments
 @pytest.mark.parametrize(
     "kwargs, name",

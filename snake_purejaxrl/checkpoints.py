@@ -29,11 +29,16 @@ class CheckpointError(Exception):
     """A checkpoint directory that cannot be used; the message is one line."""
 
 
-def _first_line(error: BaseException, limit: int = 160) -> str:
-    """'ErrorType: the first line of its message', cut to `limit` characters."""
+def first_line(error: BaseException, limit: int = 160) -> str:
+    """The first line of an error's message, cut to `limit` characters."""
     text = str(error).strip()
     line = text.splitlines()[0] if text else ""
-    return f"{error.__class__.__name__}: {line[:limit]}{'...' if len(line) > limit else ''}"
+    return f"{line[:limit]}{'...' if len(line) > limit else ''}"
+
+
+def error_line(error: BaseException) -> str:
+    """'ErrorType: the first line of its message'."""
+    return f"{error.__class__.__name__}: {first_line(error)}"
 
 
 def _orbax():
@@ -61,7 +66,7 @@ class Checkpoints:
         try:
             self.manager = ocp.CheckpointManager(self.directory, options=options)
         except Exception as error:
-            raise CheckpointError(f"cannot open {self.directory}: {_first_line(error)}") from None
+            raise CheckpointError(f"cannot open {self.directory}: {error_line(error)}") from None
 
     def steps(self) -> list[int]:
         return list(self.manager.all_steps())
@@ -92,7 +97,7 @@ class Checkpoints:
         except Exception as error:
             raise CheckpointError(
                 f"{self.directory} holds no snake-purejaxrl checkpoint: step {step} has no "
-                f"readable meta ({_first_line(error)})"
+                f"readable meta ({error_line(error)})"
             ) from None
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise CheckpointError(f"{self.directory} holds no snake-purejaxrl checkpoint")
@@ -113,7 +118,7 @@ class Checkpoints:
         except Exception as error:
             raise CheckpointError(
                 f"checkpoint {step} in {self.directory} cannot be restored: damaged, or not "
-                f"made by this version ({_first_line(error)})"
+                f"made by this version ({error_line(error)})"
             ) from None
         history = {k: np.asarray(v) for k, v in restored.history.items()}
         return restored.state, history, meta

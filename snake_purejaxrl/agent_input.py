@@ -1,0 +1,222 @@
+"""What the agent sees: the env's board turned into the network's input, once per env step.
+
+- `egocentric_view`: the board centred on the head and turned so the snake always heads "up";
+  the agent then acts in its own frame (ahead, right, back, left), and `agent_moves` maps those
+  actions back to the env's absolute moves.
+- `flood_features`: per move, the share of the free cells the head could still reach after it
+  and whether the tail is among them (a bit-parallel flood fill over packed board rows).
+- hunger: the moves since the last food (the board does not show it).
+
+`observe(config, obs, ...)` assembles them as the config's VIEW / FLOOD_FILL / HUNGER say.
+Snake-specific and independent of PPO: the trainer calls `observe`, tests call each piece.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from snake_env import (
+    FOOD_CHANNEL,
+    HEAD_CHANNEL,
+    NUM_ACTIONS,
+    ORDER_CHANNEL,
+    SnakeEnv,
+    SnakeState,
+    step_cell,
+)
+
+# The agent's actions in its own frame, and each one's mirror image (right <-> left).
+AHEAD, RIGHT, BACK, LEFT = 0, 1, 2, 3
+MIRRORED_ACTIONS = (AHEAD, LEFT, BACK, RIGHT)
+
+# Board offsets (d_row, d_col) of a view offset (v_row, v_col) when the snake heads up/right/
+# down/left: the view is turned so the snake always looks "up".
+_ROTATIONS = (
+    lambda vr, vc: (vr, vc),
+    lambda vr, vc: (vc, -vr),
+    lambda vr, vc: (-vr, -vc),
+    lambda vr, vc: (-vc, vr),
+)
+
+
+def _view_offsets(grid_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(4, W, W) board row and column offsets of every view cell, W = 2 * grid_size - 1."""
+    v = np.arange(-(grid_size - 1), grid_size)
+    vr, vc = np.meshgrid(v, v, indexing="ij")
+    offsets = [rotate(vr, vc) for rotate in _ROTATIONS]
+    return np.stack([o[0] for o in offsets]), np.stack([o[1] for o in offsets])
+
+
+def heading_of(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(head flat index, heading 0..3) of each observation `obs: (B, G, G, C)`; read from the
+    head channel and the neck, the body-order maximum among the head's four neighbours."""
+    batch, g = obs.shape[0], obs.shape[1]
+    head = jnp.argmax(obs[..., HEAD_CHANNEL].reshape(batch, g * g), axis=-1)
+    neighbour, inside = step_cell(head[:, None], jnp.arange(NUM_ACTIONS), g)
+    order = obs[..., ORDER_CHANNEL].reshape(batch, g * g)
+    neck_order = jnp.where(inside, jnp.take_along_axis(order, neighbour, axis=1), -1.0)
+    neck_side = jnp.argmax(neck_order, axis=-1)  # the move that would go back into the neck
+    return head, (neck_side + 2) % NUM_ACTIONS
+
+
+# Env channels the egocentric view keeps: food and body order. The head channel is constant in
+# this view (always the centre) and the body channel repeats `order > 0` (bench/RESULTS.md has
+# what dropping them bought).
+VIEW_CHANNELS = (FOOD_CHANNEL, ORDER_CHANNEL)
+
+
+def egocentric_view(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Head-centred, heading-up view `(B, W, W, 3)` (W = 2G - 1; channels: food, body order,
+    off the board) and the heading `(B,)`. Every head position and heading looks the same to
+    the agent, so what it learns in one place applies everywhere."""
+    batch, g = obs.shape[0], obs.shape[1]
+    head, heading = heading_of(obs)
+    off_row, off_col = _view_offsets(g)
+    rows = (head // g)[:, None, None] + jnp.asarray(off_row)[heading]
+    cols = (head % g)[:, None, None] + jnp.asarray(off_col)[heading]
+    inside = (rows >= 0) & (rows < g) & (cols >= 0) & (cols < g)
+    source = jnp.where(inside, rows * g + cols, g * g)  # g*g: an all-zero padding cell
+    kept = obs[..., VIEW_CHANNELS].reshape(batch, g * g, len(VIEW_CHANNELS))
+    board = jnp.concatenate([kept, jnp.zeros((batch, 1, len(VIEW_CHANNELS)))], axis=1)
+    view = jnp.take_along_axis(board, source.reshape(batch, -1, 1), axis=1)
+    view = view.reshape(*source.shape, len(VIEW_CHANNELS))
+    return jnp.concatenate([view, (~inside)[..., None].astype(view.dtype)], -1), heading
+
+
+def agent_moves(heading: jax.Array, mirrored: jax.Array) -> jax.Array:
+    """(B, 4) int32: the env's absolute move (up, right, down, left) for each of the agent's
+    actions, which are in the snake's frame (ahead, right, back, left): action a is move
+    (heading + a) % 4, with right and left swapped in a mirrored game."""
+    actions = jnp.arange(NUM_ACTIONS)
+    relative = jnp.where(mirrored[:, None], jnp.array(MIRRORED_ACTIONS), actions)
+    return (heading[:, None] + relative) % NUM_ACTIONS
+
+
+def allowed_moves(env: SnakeEnv, env_state: SnakeState, masking: bool) -> jax.Array:
+    """(B, 4) absolute moves the agent may take: those that do not die at once (all four when
+    `masking` is off, or when every move dies)."""
+    if not masking:
+        return jnp.ones((env_state.head.shape[0], NUM_ACTIONS), bool)
+    mask = jax.vmap(env.action_mask)(env_state)
+    return mask | ~mask.any(axis=-1, keepdims=True)
+
+
+def next_mirrored(mirrored: jax.Array, done: jax.Array, key: jax.Array) -> jax.Array:
+    """MIRROR augmentation: a game that just ended is replaced by one mirrored with
+    probability 1/2."""
+    coin = jax.random.bernoulli(jax.random.fold_in(key, 1), shape=mirrored.shape)
+    return jnp.where(done, coin, mirrored)
+
+
+def to_agent_frame(absolute: jax.Array, moves: jax.Array) -> jax.Array:
+    """Per-move values over absolute moves `(B, 4)` -> per agent action (`moves` as above)."""
+    return jnp.take_along_axis(absolute, moves, -1)
+
+
+def to_env_action(action: jax.Array, moves: jax.Array) -> jax.Array:
+    """The agent's actions `(B,)` -> the env's absolute moves."""
+    return jnp.take_along_axis(moves, action[:, None], -1)[:, 0]
+
+
+def _pack_rows(cells: jax.Array) -> jax.Array:
+    """(..., G, G) bool -> (..., G) uint32: bit c of a row word is column c."""
+    weights = jnp.left_shift(jnp.uint32(1), jnp.arange(cells.shape[-1], dtype=jnp.uint32))
+    return (cells.astype(jnp.uint32) * weights).sum(-1, dtype=jnp.uint32)
+
+
+def _flood(seed: jax.Array, passable: jax.Array, steps_per_check: int = 4) -> jax.Array:
+    """Cells reachable from `seed` through `passable` cells; both `(..., G)` row bitboards
+    (one uint32 per row), grown a cell at a time until nothing changes, `steps_per_check`
+    cells between convergence checks (fewer loop trips, same result)."""
+
+    def grow(reach):
+        up = jnp.pad(reach[..., 1:], [(0, 0)] * (reach.ndim - 1) + [(0, 1)])
+        down = jnp.pad(reach[..., :-1], [(0, 0)] * (reach.ndim - 1) + [(1, 0)])
+        return (reach | (reach << 1) | (reach >> 1) | up | down) & passable
+
+    def step(carry):
+        reach, _ = carry
+        grown = reach
+        for _ in range(steps_per_check):
+            grown = grow(grown)
+        return grown, (grown != reach).any()
+
+    reach, _ = jax.lax.while_loop(lambda c: c[1], step, (seed & passable, jnp.array(True)))
+    return reach
+
+
+def _popcount(rows: jax.Array) -> jax.Array:
+    return jax.lax.population_count(rows).astype(jnp.int32).sum(-1)
+
+
+# `flood_features` layout: the reachable share per action (4), whether the tail is reachable per
+# action (4), then how full the board is (1). A mirrored game sees each action's features at its
+# mirror image's place.
+MIRRORED_FLOOD_FEATURES = np.array([*MIRRORED_ACTIONS, *(4 + a for a in MIRRORED_ACTIONS), 8])
+
+
+def flood_features(obs: jax.Array, heading: jax.Array) -> jax.Array:
+    """(B, 9) float32 look-ahead features, per move in the snake's frame (ahead, right, back,
+    left): the share of the free cells the head can still reach after that move, and whether
+    its tail is among them (a snake that can follow its tail survives); then how full the board
+    is. A move into a wall or the body scores 0, 0 (back always does). After a move every body
+    cell but the tail stays occupied (eating keeps the tail too: ignored here, a one-cell
+    difference)."""
+    g = obs.shape[1]
+    order = obs[..., ORDER_CHANNEL]
+    length = (order > 0).sum((1, 2))
+    countdown = jnp.rint(order * length[:, None, None])  # moves each cell stays occupied
+    passable = _pack_rows(countdown <= 1)  # (B, G): free cells and the tail's
+    tail = _pack_rows(countdown == 1)
+    head, _ = heading_of(obs)
+    relative = jnp.array([AHEAD, RIGHT, LEFT])  # back is never a move
+    moves = (heading[:, None] + relative) % NUM_ACTIONS  # relative -> absolute
+    target, inside = step_cell(head[:, None], moves, g)
+    seed = _pack_rows(
+        ((jnp.arange(g * g) == target[..., None]) & inside[..., None]).reshape(*target.shape, g, g)
+    )  # (B, 3, G): the cell each move enters
+    reach = _flood(seed, passable[:, None])
+    free = (g * g - length + 1)[:, None]  # the free cells and the tail's, which frees on a move
+    with_back = lambda x: jnp.insert(x, BACK, 0.0, axis=1)  # noqa: E731 - back scores 0, 0
+    area = with_back(_popcount(reach) / free)
+    tail_reachable = with_back((reach & tail[:, None]).any(-1).astype(jnp.float32))
+    fill = (length / (g * g))[:, None]
+    return jnp.concatenate([area, tail_reachable, fill], -1).astype(jnp.float32)
+
+
+class AgentInput(NamedTuple):
+    """What the network is given for a batch of games, computed once per env step."""
+
+    features: jax.Array  # (B, F) float32, the network's input
+    moves: jax.Array  # (B, 4) int32, the env's move for each agent action (`agent_moves`)
+
+
+def observe(
+    config: dict[str, Any],
+    obs: jax.Array,
+    mirrored: jax.Array | None = None,
+    hunger: jax.Array | None = None,
+) -> AgentInput:
+    """The env's observations `(B, G, G, C)` -> AgentInput, as `VIEW` says: the egocentric
+    view (actions in the snake's frame) or the board (actions are the env's moves); with
+    FLOOD_FILL, the look-ahead `flood_features` too; with HUNGER, `hunger` (B,) (`env.hunger`:
+    the board does not show it). `mirrored` games (B,) bool are shown flipped left-right, with
+    their right and left actions swapped to match."""
+    batch = obs.shape[0]
+    mirrored = jnp.zeros(batch, bool) if mirrored is None else mirrored
+    if config["VIEW"] == "egocentric":
+        view, heading = egocentric_view(obs)
+        view = jnp.where(mirrored[:, None, None, None], view[:, :, ::-1], view)
+    else:
+        view, heading = obs, jnp.zeros(batch, jnp.int32)
+    features = [view.reshape(batch, -1)]
+    if config["FLOOD_FILL"]:
+        flood = flood_features(obs, heading)
+        features.append(jnp.where(mirrored[:, None], flood[:, MIRRORED_FLOOD_FEATURES], flood))
+    if config["HUNGER"]:
+        features.append(hunger[:, None])
+    return AgentInput(jnp.concatenate(features, -1), agent_moves(heading, mirrored))
