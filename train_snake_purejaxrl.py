@@ -47,6 +47,25 @@ GROUP_TITLES = {
 DECLARED = {**SETTING_BY_KEY, **OPTION_BY_KEY}
 
 
+class BoolFlag(argparse.Action):
+    """--name, --no-name, or --name=VALUE with VALUE True/False/true/false/1/0 (a sweep agent's
+    form); a bad VALUE is ConfigError naming the flag."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        flag = option_strings[0]
+        super().__init__([flag, "--no-" + flag[2:]], dest, nargs="?", **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        negated = option_string.startswith("--no-")
+        if value is not None and negated:
+            raise ConfigError(f"{option_string} takes no value, got {value!r}")
+        parsed = True if value is None else DECLARED[self.dest].parse(value)
+        setattr(namespace, self.dest, parsed != negated)
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+
 class OneLineErrorParser(argparse.ArgumentParser):
     """argparse that reports a bad flag in one line on stderr (no usage dump), exit status 2."""
 
@@ -69,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         help_text = f"{setting.doc} (default: {setting.show(setting.default)}){tag}"
         kwargs: dict[str, Any] = {"dest": setting.key, "default": argparse.SUPPRESS}
         if isinstance(setting, Bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
+            kwargs["action"], kwargs["metavar"] = BoolFlag, "BOOL"
         else:
             kwargs["metavar"] = setting.key.split("_")[-1] if setting.key != "EVAL" else "DIR"
         groups[setting.group].add_argument(

@@ -16,6 +16,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import sys
+import time
+import traceback
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +49,32 @@ def error_line(error: BaseException) -> str:
 def _orbax():
     import orbax.checkpoint as ocp  # imported on first use: argument errors answer at once
 
-    logging.getLogger("absl").setLevel(logging.ERROR)  # orbax's info/warnings are not ours to show
+    _quiet_orbax()
     return ocp
+
+
+def _quiet_orbax() -> None:
+    """Keep orbax's own reports of a failing save off the console: the caller gets the
+    exception and says its cause once. orbax also reports it as absl ERROR lines, as
+    exceptions of its asyncio threads that reach `sys.unraisablehook`, through asyncio's
+    "Task exception was never retrieved", and as RuntimeWarnings for the writes it abandoned
+    ("coroutine ... was never awaited"); a full disk gave dozens of tracebacks."""
+    warnings.filterwarnings("ignore", r"coroutine .* was never awaited", RuntimeWarning)
+    logging.getLogger("absl").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    if getattr(sys.unraisablehook, "quiets_orbax", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback else []
+        where = " ".join(f.filename for f in frames) + repr(unraisable.object)
+        if "orbax" in where or "asyncio" in where:
+            return
+        previous(unraisable)
+
+    hook.quiets_orbax = True
+    sys.unraisablehook = hook
 
 
 class Checkpoints:
@@ -67,6 +96,19 @@ class Checkpoints:
             self.manager = ocp.CheckpointManager(self.directory, options=options)
         except Exception as error:
             raise CheckpointError(f"cannot open {self.directory}: {error_line(error)}") from None
+
+    def remove_partial_saves(self, settle_s: float = 0.5, limit_s: float = 10.0) -> None:
+        """Delete the temporary directories of saves that failed half way. Writes of a failed
+        save may still be in flight and recreate one after a sweep, so sweep until none has
+        come back for `settle_s` (at most `limit_s`)."""
+        deadline, quiet_since = time.monotonic() + limit_s, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < settle_s:
+            partial = list(self.directory.glob("*.orbax-checkpoint-tmp*"))
+            for path in partial:
+                shutil.rmtree(path, ignore_errors=True)
+            if partial:
+                quiet_since = time.monotonic()
+            time.sleep(0.05)
 
     def steps(self) -> list[int]:
         return list(self.manager.all_steps())

@@ -218,6 +218,9 @@ RUN_OPTIONS: tuple[Setting, ...] = (
          group="evaluation"),
     Text("METRICS_OUT", None, "write every update's metrics here (JSON Lines); with --eval, "
          "the figures (JSON)", group="outputs"),
+    Choice("METRICS_OUT_MODE", "new", "what a run does with a --metrics-out file that exists, "
+           "is not empty and is not its own: new refuses it, overwrite replaces it (a resumed run "
+           "always rewrites its own)", choices=("new", "overwrite"), group="outputs"),
     Bool("QUIET", False, "no progress lines, summary only", group="outputs"),
     Bool("WANDB", False, "log to Weights & Biases", group="outputs"),
     Text("WANDB_PROJECT", "snake-purejaxrl", "WandB project", group="outputs"),

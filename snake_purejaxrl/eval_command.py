@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import jax
 import numpy as np
@@ -15,7 +16,7 @@ from snake_purejaxrl.config import run_grid
 from snake_purejaxrl.evaluation import describe, eval_env, evaluate_params, replay_game
 from snake_purejaxrl.outputs import run_label
 from snake_purejaxrl.rendering import game_gif, render_ascii
-from snake_purejaxrl.run_dir import SavedRun, check_writable_file
+from snake_purejaxrl.run_dir import SavedRun, check_writable
 from snake_purejaxrl.settings import ConfigError
 
 
@@ -26,9 +27,9 @@ def evaluate_command(given: dict, options: dict) -> int:
         raise ConfigError(f"EVAL takes its settings from the checkpoint; of them only SEED may "
                           f"be given, got {', '.join(extra)}")  # fmt: skip
     if options["METRICS_OUT"]:
-        check_writable_file(options["METRICS_OUT"], "METRICS_OUT")
+        check_writable(options["METRICS_OUT"], "METRICS_OUT")
     if options["RENDER_GIF"]:
-        check_writable_file(options["RENDER_GIF"], "RENDER_GIF")
+        check_writable(options["RENDER_GIF"], "RENDER_GIF")
     saved = SavedRun(options["EVAL"])
     checkpoints, config = saved.checkpoints, saved.config
     runner, _ = saved.restore()
@@ -53,6 +54,7 @@ def evaluate_command(given: dict, options: dict) -> int:
         print(f"{label}{describe(f)}")
     if options["METRICS_OUT"]:
         rows = [{"seed": run["SEED"], **f} for run, f in zip(grid, figures)]
+        Path(options["METRICS_OUT"]).parent.mkdir(parents=True, exist_ok=True)
         with open(options["METRICS_OUT"], "w") as out:
             if len(rows) == 1:
                 out.write(json.dumps(figures[0]) + "\n")
@@ -62,6 +64,7 @@ def evaluate_command(given: dict, options: dict) -> int:
         first = jax.tree.map(lambda x: x[0], runner.params)
         frames, scores = replay_game(config, first, greedy, seed)
         if options["RENDER_GIF"]:
+            Path(options["RENDER_GIF"]).parent.mkdir(parents=True, exist_ok=True)
             game_gif(frames, scores, config["GRID_SIZE"], options["RENDER_GIF"])
             print(f"gif: {options['RENDER_GIF']} ({len(frames)} frames: the start and "
                   f"{len(frames) - 1} moves, score {scores[-1]})")  # fmt: skip

@@ -7,10 +7,12 @@ Writers here never stop training: a failing file or WandB is reported once and d
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -101,25 +103,45 @@ class Console:
 
 
 class MetricsFile:
-    """JSON Lines, one row per update and run. A write that fails (disk full, a closed file)
-    is reported once and training goes on: the rows stay in the checkpoints."""
+    """JSON Lines, one row per update and run, that always ends on a whole row. A write that
+    fails (a full disk) is cut back to the last whole row and said once; its rows wait and go
+    out whole with the next write that fits. Training goes on: the checkpoints hold every row."""
 
     def __init__(self, path: str | None, rows_so_far: list[dict]) -> None:
         """A new file holding `rows_so_far` (a resumed run's saved rows, nothing else)."""
-        self.path, self.file = path, None
+        self.path, self.file, self.waiting, self.failure = path, None, [], None
         if path:
-            self.file = open(path, "w")  # noqa: SIM115 - kept open for the run, closed in close()
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(path, "wb", buffering=0)  # noqa: SIM115 - closed in close()
             self.write(rows_so_far)
 
     def write(self, rows: list[dict]) -> None:
-        if self.file is None or not rows:
+        if self.file is None:
             return
+        self.waiting.extend(rows)
+        data = memoryview("".join(json.dumps(row) + "\n" for row in self.waiting).encode())
         try:
-            for row in rows:
-                self.file.write(json.dumps(row) + "\n")
-            self.file.flush()
-        except (OSError, ValueError) as error:
-            warn(f"metrics: cannot write {self.path} ({error}); training goes on without it")
+            end = self.file.tell()
+        except OSError:
+            end = None  # a device (/dev/full) has no place to cut back to
+        try:
+            while data:
+                data = data[self.file.write(data) :]
+        except OSError as error:
+            self._failed(error, end)
+            return
+        self.waiting = []
+
+    def _failed(self, error: OSError, end: int | None) -> None:
+        if self.failure is None:
+            self.failure = error.strerror or str(error)
+            warn(f"metrics: cannot write {self.path} ({self.failure}); training goes on and "
+                 "its rows wait for room")  # fmt: skip
+        try:
+            os.ftruncate(self.file.fileno(), end)
+            self.file.seek(end)
+        except (OSError, TypeError):  # cannot cut back: stop writing rather than leave half a row
+            self.close()
             self.file = None
 
     def close(self) -> None:
@@ -155,9 +177,11 @@ class WandbLogger:
         mode = options["WANDB_MODE"]
         for i, run in enumerate(grid):
             run_name = name if len(grid) == 1 else f"{name or 'snake'}-{run_label(config, run)}"
+            # Started by `wandb agent`: its environment names the run, project and entity.
+            agent = bool(os.environ.get("WANDB_SWEEP_ID"))
             init = dict(
-                project=options["WANDB_PROJECT"],
-                entity=options["WANDB_ENTITY"],
+                project=None if agent else options["WANDB_PROJECT"],
+                entity=None if agent else options["WANDB_ENTITY"],
                 name=run_name,
                 group=self.group or options["WANDB_GROUP"],
                 config={**config, **run},
@@ -319,14 +343,31 @@ def print_summary(summary: dict[str, Any]) -> None:
     if summary.get("evaluation"):
         for i, figures in enumerate(summary["evaluation"]):
             print(f"evaluation{f' (run {i})' if len(scores) > 1 else ''}: {describe(figures)}")
-    if summary["checkpoints"]:
-        saved = f"; a save took {summary['save_s']:.2f} s" if summary["save_s"] else ""
-        print(f"checkpoints: {summary['checkpoints']}{saved}; evaluate with "
-              f"python train_snake_purejaxrl.py --eval {summary['checkpoints']}")  # fmt: skip
+    print_saved(summary)
     if summary["metrics_out"]:
-        print(f"metrics: {summary['metrics_out']}")
+        unwritten = summary["rows_unwritten"]
+        lost = f" ({unwritten} rows could not be written: {summary['metrics_failure']})"
+        print(f"metrics: {summary['metrics_out']}{lost if unwritten else ''}")
     if summary["wandb"]:
         print(f"wandb: {summary['wandb']}")
+
+
+def print_saved(summary: dict[str, Any]) -> None:
+    """Where the agent was kept, and how to evaluate it; never a directory with nothing in it."""
+    directory, saved, failure = (
+        summary[k] for k in ("checkpoints", "saved_update", "save_failure")
+    )
+    if directory is None:
+        return
+    if saved is None:
+        print(f"no checkpoint saved: {failure}")
+        return
+    if saved != summary["updates"]:
+        where = f"{directory} holds update {saved}, the latest it could save ({failure})"
+    else:
+        took = f"; a save took {summary['save_s']:.2f} s" if summary["save_s"] else ""
+        where = f"{directory}{took}"
+    print(f"checkpoints: {where}; evaluate with python train_snake_purejaxrl.py --eval {directory}")
 
 
 def print_score_table(config: dict, scores: np.ndarray) -> None:

@@ -6,12 +6,18 @@ Every check that can refuse a command is made in `prepare`, before anything comp
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import json
 import os
+import socket
+import tempfile
 import time
 from pathlib import Path
 from typing import NamedTuple
 
 import jax
+from jax.sharding import Mesh
 
 from snake_purejaxrl.checkpoints import Checkpoints, first_line, require_checkpoint_dir
 from snake_purejaxrl.config import (
@@ -21,7 +27,7 @@ from snake_purejaxrl.config import (
     option_defaults,
     validate_config,
 )
-from snake_purejaxrl.devices import init_placed
+from snake_purejaxrl.devices import check_divisible, init_placed, make_mesh
 from snake_purejaxrl.outputs import warn
 from snake_purejaxrl.settings import ConfigError
 from train_snake_purejaxrl_impl import init_runs, make_parts
@@ -94,45 +100,103 @@ def relocated(stored: dict, meta: dict, directory: str, given: dict) -> tuple[di
     return stored, meta, notices
 
 
-def check_writable_file(path: str, key: str) -> None:
-    """Fail before compiling if `path` cannot be written (parents are created; a file that
-    did not exist is not left behind)."""
+def check_writable(path: str, key: str, directory: bool = False) -> None:
+    """ConfigError (one line) unless `path` can be written as a file (or a directory): tried
+    with a probe file in the nearest folder that exists, removed at once, so a command that is
+    then refused has created nothing."""
+    target = Path(path)
+    existing = next(p for p in (target, *target.parents) if p.exists())
     try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        existed = os.path.exists(path)
-        with open(path, "a"):
-            pass
-        if not existed:
-            os.remove(path)
+        if existing == target and not directory:
+            if target.is_dir():
+                raise IsADirectoryError(21, "Is a directory")
+            with open(target, "a"):  # opened, nothing written
+                pass
+            return
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is not a directory")
+        probe = tempfile.NamedTemporaryFile(dir=existing, prefix=".write-probe-")
+        probe.close()  # deleted on close
     except OSError as error:
         raise ConfigError(f"{key} {path} cannot be written ({error.strerror or error})") from None
 
 
-def check_writable_dir(path: str, key: str) -> None:
+def is_metrics_file(path: str) -> bool:
+    """Whether `path` starts with a metric row of this project (a run's --metrics-out)."""
     try:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        probe = Path(path) / f".write-probe-{os.getpid()}"  # processes of a run share the dir
-        probe.write_text("")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(f"{key} {path} cannot be written ({error.strerror or error})") from None
+        with open(path) as file:
+            row = json.loads(file.readline())
+    except (OSError, ValueError):
+        return False
+    return isinstance(row, dict) and {"update", "env_steps"} <= set(row)
+
+
+def check_metrics_out(path: str, own: str | None, resuming: bool, mode: str) -> None:
+    """--metrics-out: writable, and never a file the run does not own overwritten unasked. A
+    file that exists and is not empty is refused unless METRICS_OUT_MODE is overwrite, or the
+    run resumes and the file is its own (`own`, the path it wrote) or a metrics file of this
+    project (the rows of a copied run: it rewrites them)."""
+    check_writable(path, "METRICS_OUT")
+    mine = own is not None and os.path.realpath(own) == os.path.realpath(path)
+    if resuming and (mine or is_metrics_file(path)):
+        return
+    if mode == "new" and os.path.isfile(path) and os.path.getsize(path) > 0:
+        raise ConfigError(
+            f"METRICS_OUT {path} already exists and is not this run's metrics file: pick "
+            "another path, or add METRICS_OUT_MODE overwrite to replace it"
+        )
+
+
+class RunLock:
+    """One writer per run directory: an exclusive `flock` on DIR/run.lock, held while the process
+    lives. The OS drops it when the process ends in any way (SIGKILL included), so no stale lock
+    is ever left; the file stays, naming the last holder (pid, host).
+
+    On shared storage (NFS), Linux emulates flock with NFS byte-range locks: they hold between
+    hosts on NFSv4 (and v3 with lockd), but a host that dies holding one keeps it until the
+    server's lease runs out (about 90 s on NFSv4), and some mounts (`nolock`) make them local
+    to each host. Of a multi-host run only process 0 takes it."""
+
+    NAME = "run.lock"
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / self.NAME
+        self.file = open(self.path, "a+")  # noqa: SIM115 - held until the process ends
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise ConfigError(
+                f"CHECKPOINT_DIR {directory.absolute()} is in use by {holder}: one process at a "
+                "time writes a run (wait for it, or stop it; --eval may read it meanwhile)"
+            ) from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"pid {os.getpid()} on host {socket.gethostname()}\n")
+        self.file.flush()
 
 
 class RunSetup(NamedTuple):
-    """A training run as set up: its config, run options, checkpoint directory (or None), the
-    meta of the checkpoint it resumes (empty for a new run) and what to tell once it loads."""
+    """A training run as set up: its config, run options, the device mesh, its checkpoint
+    directory (or None) and the lock held on it, the meta of the checkpoint it resumes (empty
+    for a new run) and what to tell once it loads."""
 
     config: dict
     options: dict
+    mesh: Mesh
     checkpoints: Checkpoints | None
+    lock: RunLock | None
     meta: dict
     notices: list[str]
 
 
 def prepare(given: dict, given_options: dict) -> RunSetup:
-    """A new run, or the one in --checkpoint-dir with --resume; every check that can fail is
-    done here, before anything compiles."""
+    """A new run, or the one in --checkpoint-dir with --resume. Every check that can refuse
+    comes first; only then are the directory made, its lock taken and its checkpoints opened."""
     options = {**option_defaults(), **given_options}
+    own_metrics = None
     if options["RESUME"]:
         if options["CHECKPOINT_DIR"] in (None, "none"):
             raise ConfigError("RESUME needs CHECKPOINT_DIR: the directory of the run to continue")
@@ -140,6 +204,7 @@ def prepare(given: dict, given_options: dict) -> RunSetup:
         config, meta = resumed_config(found, given)
         stored = {k: v for k, v in meta.get("options", {}).items() if k in OPTION_BY_KEY}
         stored, meta, notices = relocated(stored, meta, str(found.directory), given_options)
+        own_metrics = stored.get("METRICS_OUT")
         options = {**options, **stored, **given_options, "RESUME": True}
     else:
         config, meta, notices = validate_config(given), {}, []
@@ -147,19 +212,35 @@ def prepare(given: dict, given_options: dict) -> RunSetup:
             options["CHECKPOINT_DIR"] = auto_checkpoint_dir()
         directory = options["CHECKPOINT_DIR"]
         if directory != "none":
-            check_writable_dir(directory, "CHECKPOINT_DIR")
-            latest = Checkpoints(directory, read_only=True).latest()
+            check_writable(directory, "CHECKPOINT_DIR", directory=True)
+            exists = Path(directory).is_dir()
+            latest = Checkpoints(directory, read_only=True).latest() if exists else None
             if latest is not None:
                 raise ConfigError(
                     f"CHECKPOINT_DIR {directory} already holds a run (update {latest}): add "
                     "--resume to continue it, or pick a new one"
                 )
+    if os.environ.get("WANDB_SWEEP_ID"):  # started by `wandb agent`: log to its run
+        if config["NUM_RUNS"] > 1:
+            raise ConfigError(
+                "under a WandB sweep agent (WANDB_SWEEP_ID is set) a process is one run of the "
+                "sweep: NUM_SEEDS must be 1 and LR_SWEEP / MUON_LR_SWEEP empty (let the sweep "
+                "vary SEED, LR or MUON_LR)"
+            )
+        options["WANDB"] = True
+    mesh = make_mesh(config["DEVICES"])
+    check_divisible(config, mesh)
     if options["METRICS_OUT"]:
-        check_writable_file(options["METRICS_OUT"], "METRICS_OUT")
-    checkpoints = None
+        check_metrics_out(
+            options["METRICS_OUT"], own_metrics, options["RESUME"], options["METRICS_OUT_MODE"]
+        )
+    checkpoints = lock = None
     if options["CHECKPOINT_DIR"] != "none":
-        checkpoints = Checkpoints(options["CHECKPOINT_DIR"], keep=options["KEEP_CHECKPOINTS"])
-    return RunSetup(config, options, checkpoints, meta, notices)
+        directory = Path(options["CHECKPOINT_DIR"])
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(directory) if jax.process_index() == 0 else None
+        checkpoints = Checkpoints(directory, keep=options["KEEP_CHECKPOINTS"])
+    return RunSetup(config, options, mesh, checkpoints, lock, meta, notices)
 
 
 def start_state(run: RunSetup, init, shardings):
@@ -185,14 +266,27 @@ def stored_options(options: dict) -> dict:
     return stored
 
 
+def save_failure_cause(error: BaseException) -> str:
+    """A failed save's cause in a few words: a full disk reads as one, whatever layer of orbax
+    (tensorstore's RESOURCE_EXHAUSTED, an OSError) reported it."""
+    text = f"{error.__class__.__name__}: {first_line(error)}"
+    if getattr(error, "errno", None) == errno.ENOSPC or any(
+        sign in text for sign in ("RESOURCE_EXHAUSTED", "No space left")
+    ):
+        return "no space left on device"
+    return text
+
+
 class Saver:
-    """Saves a run's checkpoints; a save that fails is said once (the earlier checkpoints are
-    kept) and training goes on. Keeps how long the saves took."""
+    """Saves a run's checkpoints. A save that fails (a full disk) is said once, its half-written
+    files are removed, the earlier checkpoints are kept and training goes on; later saves are
+    tried again. Keeps how long the saves took and the last update saved."""
 
     def __init__(self, checkpoints: Checkpoints) -> None:
         self.checkpoints = checkpoints
-        self.failure: str | None = None
+        self.failure: str | None = None  # the first failed save's cause
         self.seconds: list[float] = []
+        self.saved = checkpoints.latest()  # the latest update on disk
 
     def save(self, update: int, runner, history, meta) -> None:
         start = time.perf_counter()
@@ -200,11 +294,14 @@ class Saver:
             self.checkpoints.save(update, runner, history, meta)
         except Exception as error:
             if self.failure is None:
-                self.failure = f"{error.__class__.__name__}: {first_line(error)}"
+                self.failure = save_failure_cause(error)
+                kept = f"update {self.saved} is kept" if self.saved else "none saved yet"
                 warn(f"checkpoint: saving update {update} failed ({self.failure}); training "
-                     "goes on, the earlier checkpoints are kept")  # fmt: skip
+                     f"goes on and later saves are tried ({kept})")  # fmt: skip
+            self.checkpoints.remove_partial_saves()
             return
         self.seconds.append(time.perf_counter() - start)
+        self.saved = update
 
 
 class SavedRun:

@@ -145,9 +145,13 @@ class Float(Setting):
         return self.check(_parse_number(text))
 
 
+BOOL_TEXT = {"true": True, "1": True, "false": False, "0": False}
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Bool(Setting):
-    """True or False; on the command line --name / --no-name."""
+    """True or False; on the command line --name / --no-name, or --name=True|False|true|false|
+    1|0 (what a WandB sweep agent writes)."""
 
     def allowed(self) -> str:
         return "True or False"
@@ -157,6 +161,12 @@ class Bool(Setting):
 
     def normalize(self, value: Any) -> Any:
         return bool(value)
+
+    def parse(self, text: str) -> Any:
+        if text.lower() not in BOOL_TEXT:
+            raise ConfigError(f"{self.key} must be True or False (or true, false, 1, 0), got "
+                              f"{text!r}")  # fmt: skip
+        return BOOL_TEXT[text.lower()]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -184,7 +194,8 @@ class Text(Setting):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Numbers(Setting):
     """A list of numbers in (low, high) (ints with `integer`; exactly `count` of them if
-    given); comma-separated on the command line."""
+    given); comma-separated on the command line, brackets allowed (`[128, 128]`, as a WandB
+    sweep agent writes a YAML list)."""
 
     low: float = 0
     high: float | None = None
@@ -219,7 +230,10 @@ class Numbers(Setting):
         return tuple(int(v) if self.integer else float(v) for v in value)
 
     def parse(self, text: str) -> Any:
-        parts = [p for p in text.replace(" ", "").split(",") if p]
+        inner = text.strip()
+        if inner.startswith("[") and inner.endswith("]"):
+            inner = inner[1:-1]
+        parts = [p for p in inner.replace(" ", "").split(",") if p]
         return self.check(tuple(_parse_number(p) for p in parts))
 
     def show(self, value: Any) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 import train_snake_purejaxrl_impl as impl
 from snake_purejaxrl.config import MAX_CHUNK, run_grid
-from snake_purejaxrl.devices import check_divisible, make_mesh, runner_shardings
+from snake_purejaxrl.devices import runner_shardings
 from snake_purejaxrl.evaluation import evaluate_params, replay_game
 from snake_purejaxrl.outputs import (
     Clock,
@@ -36,7 +36,9 @@ from snake_purejaxrl.outputs import (
 from snake_purejaxrl.rendering import game_gif
 from snake_purejaxrl.run_dir import RunSetup, Saver, checkpoint_every, start_state, stored_options
 
-EXIT_NAN, EXIT_SIGINT, EXIT_SIGTERM = 3, 130, 143
+# Exit statuses besides 0 and argparse's 2 (a refused command): a non-finite loss stopped
+# training; the final state could not be saved (a full disk); Ctrl-C; SIGTERM.
+EXIT_NAN, EXIT_UNSAVED, EXIT_SIGINT, EXIT_SIGTERM = 3, 4, 130, 143
 
 
 class Signals:
@@ -109,9 +111,9 @@ class Trainer:
 
     def __init__(self, setup: RunSetup) -> None:
         self.config, self.options = setup.config, setup.options
+        self.lock = setup.lock  # held as long as the trainer lives
         self.saver = Saver(setup.checkpoints) if setup.checkpoints is not None else None
-        mesh = make_mesh(self.config["DEVICES"])
-        check_divisible(self.config, mesh)
+        mesh = setup.mesh
         self.is_main = jax.process_index() == 0
         parts = impl.make_parts(self.config)
         init = impl.init_runs(parts)
@@ -229,6 +231,10 @@ class Trainer:
         if status != 0:
             self.wandb.finish()
             return status
+        if self.saver is not None and self.saver.failure is not None:
+            self.saver.checkpoints.remove_partial_saves()  # writes in flight have settled now
+            if self.saver.saved != self.update:
+                status = EXIT_UNSAVED
         summary = self.summary(train_s)
         if self.wandb.runs:
             summaries, gifs = final_evaluation(self.config, self.runner, self.options)
@@ -260,6 +266,10 @@ class Trainer:
             "best_score": float(np.max(history["episode_score_max"])) if history else 0.0,
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
             "checkpoints": str(self.saver.checkpoints.directory) if self.saver else None,
+            "saved_update": self.saver.saved if self.saver else None,
+            "save_failure": self.saver.failure if self.saver else None,
+            "rows_unwritten": len(self.metrics_file.waiting) if self.metrics_file.failure else 0,
+            "metrics_failure": self.metrics_file.failure,
             "save_s": float(np.median(saves)) if saves else None,
             "metrics_out": self.options["METRICS_OUT"],
         }
