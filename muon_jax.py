@@ -148,6 +148,28 @@ def chain_with_adam(
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), adam(lr, eps=eps))
 
 
+def step_statistics(before, after, groups=None) -> dict[str, jax.Array]:
+    """What an update did to each group of weights, from the weights before and after it (the
+    sum of every step the optimizer returned): `update_rms/<g>`, the RMS of the change;
+    `update_ratio/<g>`, |change| / |weights before|, the effective learning rate; and
+    `param_norm/<g>`, |weights after|. `groups`: a tree like the params naming each leaf's
+    group (None: one group, "adam")."""
+    groups = jax.tree.map(lambda _: ADAM, before) if groups is None else groups
+    totals: dict[str, list] = {}
+    for name, old, new in zip(jax.tree.leaves(groups), jax.tree.leaves(before),
+                              jax.tree.leaves(after)):  # fmt: skip
+        change = (new - old).astype(jnp.float32)
+        sums = [jnp.sum(change**2), jnp.sum(old.astype(jnp.float32) ** 2),
+                jnp.sum(new.astype(jnp.float32) ** 2), change.size]  # fmt: skip
+        totals[name] = [a + b for a, b in zip(totals.get(name, [0.0] * 4), sums)]
+    stats = {}
+    for name, (change, old, new, size) in totals.items():
+        stats[f"update_rms/{name}"] = jnp.sqrt(change / size)
+        stats[f"update_ratio/{name}"] = jnp.sqrt(change) / jnp.maximum(jnp.sqrt(old), 1e-12)
+        stats[f"param_norm/{name}"] = jnp.sqrt(new)
+    return stats
+
+
 def applied_learning_rates(opt_state) -> dict[str, jax.Array]:
     """{"muon": lr, "adam": lr} (Muon) or {"adam": lr} (Adam): the rates of the last update.
 

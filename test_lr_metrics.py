@@ -133,6 +133,67 @@ def test_each_run_of_a_sweep_reports_its_own_applied_rate():
             np.testing.assert_allclose(aux, [annealed(TINY["AUX_ADAM_LR"])] * 4, 1e-5)
 
 
+def weight_change(before, after, groups: dict[str, list[str]]) -> dict[str, tuple]:
+    """(RMS of the change, |change| / |before|, |after|) of each group of named weights,
+    measured here from two parameter trees with numpy."""
+    flat = lambda tree: {  # noqa: E731
+        "/".join(str(getattr(k, "key", k)) for k in path): np.asarray(leaf, np.float64)
+        for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+    old, new = flat(before), flat(after)
+    out = {}
+    for group, names in groups.items():
+        change = np.concatenate([(new[n] - old[n]).ravel() for n in names])
+        weights = np.concatenate([old[n].ravel() for n in names])
+        after_norm = np.sqrt(sum((new[n] ** 2).sum() for n in names))
+        out[group] = (np.sqrt(np.mean(change**2)), np.linalg.norm(change) / np.linalg.norm(weights),
+                      after_norm)  # fmt: skip
+    return out
+
+
+def step_stats_against_measured(**overrides) -> dict[str, float]:
+    """Two updates through make_train_step; the second's logged step figures against the weight
+    change between the two updates' parameters. Returns the logged ratios."""
+    init, step = impl.make_train_step({**TINY, **overrides})
+    runner, _ = step(init(jax.random.PRNGKey(1)))
+    after, metrics = step(runner)
+    names = [name for name in (
+        "/".join(str(getattr(k, "key", k)) for k in path)
+        for path, _ in jax.tree_util.tree_flatten_with_path(runner.params)[0]
+    )]  # fmt: skip
+    if overrides.get("USE_MUON"):  # Muon: the hidden kernels; aux Adam: biases and heads
+        muon = [n for n in names if n.endswith("kernel") and "trunk" in n]
+        groups = {"muon": muon, "aux": [n for n in names if n not in muon]}
+    else:
+        groups = {"adam": names}
+    measured = weight_change(runner.params, after.params, groups)
+    for group, (rms, ratio, norm) in measured.items():
+        np.testing.assert_allclose(float(metrics[f"update_rms/{group}"]), rms, rtol=1e-3)
+        np.testing.assert_allclose(float(metrics[f"update_ratio/{group}"]), ratio, rtol=1e-3)
+        np.testing.assert_allclose(float(metrics[f"param_norm/{group}"]), norm, rtol=1e-4)
+    assert {k.split("/")[1] for k in metrics if k.startswith("update_ratio/")} == set(groups)
+    return {group: float(metrics[f"update_ratio/{group}"]) for group in groups}
+
+
+def test_each_groups_logged_step_is_the_weight_change_between_two_updates():
+    step_stats_against_measured()
+    step_stats_against_measured(USE_MUON=True)
+
+
+def test_muon_and_adam_at_the_same_nominal_rate_take_different_steps():
+    adam = step_stats_against_measured(LR=0.01)
+    muon = step_stats_against_measured(USE_MUON=True, MUON_LR=0.01, AUX_ADAM_LR=0.01)
+    # Same nominal rate, different steps: Muon's orthogonalized update moves the hidden
+    # matrices by another amount than Adam's normalized one moves all the weights.
+    assert abs(muon["muon"] / adam["adam"] - 1) > 0.2, (muon, adam)
+
+
+def test_explained_variance_is_reported_every_update_and_at_most_1():
+    ev = metrics_of()["explained_variance"]
+    assert ev.shape == (NUM_UPDATES,) and np.isfinite(ev).all() and (ev <= 1).all()
+    assert not np.allclose(ev, ev[0])  # it moves as the value function learns
+
+
 CHECKS = [
     ("learning rate in metrics", test_learning_rate_is_in_the_metrics_of_every_update),
     ("Adam annealing formula", test_adam_annealing_follows_the_linear_formula),
@@ -146,6 +207,18 @@ CHECKS = [
     ),
     ("constant/linear/cosine, warm-up", test_every_schedule_and_warmup_follows_its_formula),
     ("each swept run its own rate", test_each_run_of_a_sweep_reports_its_own_applied_rate),
+    (
+        "each group's step = the weight change between two updates",
+        test_each_groups_logged_step_is_the_weight_change_between_two_updates,
+    ),
+    (
+        "Muon and Adam at one nominal rate: different steps",
+        test_muon_and_adam_at_the_same_nominal_rate_take_different_steps,
+    ),
+    (
+        "explained variance every update",
+        test_explained_variance_is_reported_every_update_and_at_most_1,
+    ),
 ]
 
 

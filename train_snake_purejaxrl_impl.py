@@ -416,6 +416,23 @@ def episode_metrics(rollout: Transition) -> dict[str, jax.Array]:
     }
 
 
+def explained_variance(value: jax.Array, target: jax.Array) -> jax.Array:
+    """1 - Var(target - value) / Var(target): the share of the returns' spread the value
+    function predicted when the rollout was collected (1 perfect, 0 no better than a constant,
+    negative worse; 0 when the targets do not vary)."""
+    spread = jnp.var(target)
+    return jnp.where(spread > 0, 1.0 - jnp.var(target - value) / spread, 0.0)
+
+
+def optimizer_groups(parts: Parts, learner: Learner):
+    """Each weight's optimizer group for `step_statistics`: "muon" and "aux" (its Adam) in a
+    Muon run, one "adam" group otherwise."""
+    if not parts.config["USE_MUON"]:
+        return None
+    labels = muon_jax.muon_labels(learner.params, module_split(parts.config))
+    return jax.tree.map(lambda label: "muon" if label == muon_jax.MUON else "aux", labels)
+
+
 def update_step(parts: Parts, runner: RunnerState) -> tuple[RunnerState, dict[str, jax.Array]]:
     """The one PPO update: rollout, GAE, UPDATE_EPOCHS epochs of minibatch steps, metrics.
 
@@ -434,6 +451,9 @@ def update_step(parts: Parts, runner: RunnerState) -> tuple[RunnerState, dict[st
         jax.random.split(key_epochs, cfg["UPDATE_EPOCHS"]),
     )
     update = runner.update + 1
+    steps = muon_jax.step_statistics(
+        runner.params, learner.params, optimizer_groups(parts, learner)
+    )
     runner = runner.replace(
         params=learner.params, opt_state=learner.opt_state, key=key, update=update
     )
@@ -445,6 +465,8 @@ def update_step(parts: Parts, runner: RunnerState) -> tuple[RunnerState, dict[st
     )
     metrics = {
         **lr_metrics,
+        **steps,
+        "explained_variance": explained_variance(batch.value, batch.target),
         **jax.tree.map(jnp.mean, losses),
         **episode_metrics(rollout),
         "env_steps": update * cfg["NUM_ENVS"] * cfg["NUM_STEPS"],

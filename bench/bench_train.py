@@ -19,6 +19,7 @@ NUM_STEPS + 1 per rollout), a loss forward+backward on one minibatch and one opt
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import sys
 import time
@@ -27,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import muon_jax
 import train_snake_purejaxrl_impl as impl
 from bench.common import machine_line, run_anchor
 
@@ -39,12 +41,27 @@ ANCHOR_NET = {  # the anchor's PureJaxRL-style agent: flat board, separate 2x256
     "ANNEAL_LR": True,
     "FLOOD_FILL": False,
 }
+NO_STEP_FIGURES = "default, Adam, without the step figures"
 CASES = {
     "default, Adam": {},
+    NO_STEP_FIGURES: {},  # compiled without update_ratio/rms, param_norm, explained_variance
     "default, Muon": {"USE_MUON": True},
     "default without the flood fill": {"FLOOD_FILL": False},
     "anchor's network, Adam": ANCHOR_NET,
 }
+
+
+@contextlib.contextmanager
+def without_step_figures():
+    """Trace the update as it was before it logged each optimizer group's step and weight norm
+    and the value's explained variance: the side of the bench that prices them."""
+    saved = muon_jax.step_statistics, impl.explained_variance
+    muon_jax.step_statistics = lambda *args: {}
+    impl.explained_variance = lambda value, target: jnp.zeros(())
+    try:
+        yield
+    finally:
+        muon_jax.step_statistics, impl.explained_variance = saved
 
 
 def parse_sets(text: str) -> dict:
@@ -141,12 +158,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4, help="rounds over all cases")
     parser.add_argument("--case", action="append", default=[], help='more: "KEY=VALUE ..."')
     parser.add_argument("--anchor-python", help="python of a venv with jumanji installed")
+    parser.add_argument("--only", nargs="+", help="run only these of the built-in cases")
     args = parser.parse_args()
-    cases = {**CASES, **{extra: parse_sets(extra) for extra in args.case}}
+    builtin = {name: CASES[name] for name in args.only} if args.only else CASES
+    cases = {**builtin, **{extra: parse_sets(extra) for extra in args.case}}
     peak = matmul_peak_flops()
     print(f"{machine_line()}; fp32 2048x2048 matmul peak {peak / 1e9:.0f} GFLOP/s")
     print(f"command: python -m bench.bench_train {shlex.join(sys.argv[1:])}\n")
-    compiled = {name: compile_case(overrides, args.updates) for name, overrides in cases.items()}
+    compiled = {}
+    for name, overrides in cases.items():
+        figures = without_step_figures() if name == NO_STEP_FIGURES else contextlib.nullcontext()
+        with figures:
+            compiled[name] = compile_case(overrides, args.updates)
     anchor = []
     for _ in range(args.rounds):  # interleaved, so a burst of load hits every case alike
         for case in compiled.values():

@@ -85,7 +85,8 @@ def test_wandb_gets_every_setting_in_its_config_and_env_steps_as_x_axis(document
     }.items()
     names = {"total_loss", "value_loss", "actor_loss", "entropy", "approx_kl", "clip_frac",
              "grad_norm", "episode_return", "episode_length", "episode_score",
-             "episodes"}  # fmt: skip
+             "episodes", "explained_variance", "update_rms/muon", "update_ratio/muon",
+             "param_norm/muon", "update_rms/aux", "update_ratio/aux", "param_norm/aux"}  # fmt: skip
     for row in history(records):
         assert {f"train/{n}" for n in names} <= set(row)
     assert "final mean score" in proc.stdout and "wandb sync" in proc.stdout
@@ -111,7 +112,19 @@ def test_metrics_out_writes_one_json_row_per_update_with_every_metric(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [r["update"] for r in rows] == [1, 2, 3, 4]
-    assert {"learning_rate", "entropy", "episode_score", "env_steps", "seed", "lr"} <= set(rows[0])
+    expected = {
+        "learning_rate",
+        "entropy",
+        "episode_score",
+        "env_steps",
+        "seed",
+        "lr",
+        "explained_variance",
+        "update_rms/adam",
+        "update_ratio/adam",
+        "param_norm/adam",
+    }
+    assert all(expected <= set(row) for row in rows)
     assert "update " not in proc.stdout  # --quiet: no progress lines, only the summary
     assert "final mean score" in proc.stdout
 

@@ -30,8 +30,13 @@ TINY = {
 EXPECTED_METRICS = {
     "learning_rate", "total_loss", "value_loss", "actor_loss", "entropy", "approx_kl",
     "clip_frac", "grad_norm", "episode_return", "episode_length", "episode_score",
-    "episode_score_max", "episodes", "env_steps",
+    "episode_score_max", "episodes", "env_steps", "explained_variance",
 }  # fmt: skip
+
+
+def step_metrics(*groups):
+    return {f"{figure}/{group}" for figure in ("update_rms", "update_ratio", "param_norm")
+            for group in groups}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- config
@@ -114,7 +119,10 @@ def test_the_four_entry_points_give_the_same_metrics(use_muon):
     assert np.asarray(ran).tolist() == [True, False]
     chunked = {k: np.concatenate([first[k][:, 0], second[k][:1, 0]]) for k in first}
 
-    assert set(scanned) == EXPECTED_METRICS | ({"aux_learning_rate"} if use_muon else set())
+    by_optimizer = (
+        {"aux_learning_rate", *step_metrics("muon", "aux")} if use_muon else step_metrics("adam")
+    )
+    assert set(scanned) == EXPECTED_METRICS | by_optimizer
     assert [int(r["update"]) for r in rows] == [1, 2, 3]
     for name, values in scanned.items():
         assert values.shape[0] == 3, name
