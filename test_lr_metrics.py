@@ -188,6 +188,14 @@ def test_muon_and_adam_at_the_same_nominal_rate_take_different_steps():
     assert abs(muon["muon"] / adam["adam"] - 1) > 0.2, (muon, adam)
 
 
+def test_a_bfloat16_network_reports_the_exact_scheduled_rates():
+    adam = metrics_of(ANNEAL_LR=True, PRECISION="bfloat16")["learning_rate"]
+    np.testing.assert_allclose(adam, annealed(TINY["LR"]), rtol=1e-6)
+    muon = metrics_of(USE_MUON=True, ANNEAL_LR=True, PRECISION="bfloat16")
+    np.testing.assert_allclose(muon["learning_rate"], annealed(TINY["MUON_LR"]), rtol=1e-6)
+    np.testing.assert_allclose(muon["aux_learning_rate"], annealed(TINY["AUX_ADAM_LR"]), rtol=1e-6)
+
+
 def test_explained_variance_is_reported_every_update_and_at_most_1():
     ev = metrics_of()["explained_variance"]
     assert ev.shape == (NUM_UPDATES,) and np.isfinite(ev).all() and (ev <= 1).all()
@@ -215,6 +223,7 @@ CHECKS = [
         "Muon and Adam at one nominal rate: different steps",
         test_muon_and_adam_at_the_same_nominal_rate_take_different_steps,
     ),
+    ("bfloat16 network: exact rates", test_a_bfloat16_network_reports_the_exact_scheduled_rates),
     (
         "explained variance every update",
         test_explained_variance_is_reported_every_update_and_at_most_1,

@@ -52,15 +52,19 @@ def layer_names(hidden_sizes: Sequence[int]) -> list[str]:
 
 
 class MLP(nn.Module):
+    """Hidden layers computed in `dtype` (their weights are float32 either way); float32 out."""
+
     hidden_sizes: Sequence[int]
     activation: str
+    dtype: str = "float32"
 
     @nn.compact
     def __call__(self, x):
         for width, name in zip(self.hidden_sizes, layer_names(self.hidden_sizes)):
             init = nn.initializers.orthogonal(np.sqrt(2))
-            x = _ACTIVATIONS[self.activation](nn.Dense(width, kernel_init=init, name=name)(x))
-        return x
+            dense = nn.Dense(width, kernel_init=init, dtype=self.dtype, name=name)
+            x = _ACTIVATIONS[self.activation](dense(x))
+        return x.astype(jnp.float32)
 
 
 class ActorCritic(nn.Module):
@@ -72,12 +76,13 @@ class ActorCritic(nn.Module):
     hidden_sizes: Sequence[int] = SETTING_BY_KEY["HIDDEN_SIZES"].default
     torso: str = "shared"
     activation: str = "tanh"
+    precision: str = "float32"  # of the trunks; the heads are float32
 
     def setup(self):
         # Module names come from the attribute names; `module_split` lists the same ones.
-        self.trunk = MLP(self.hidden_sizes, self.activation)
+        self.trunk = MLP(self.hidden_sizes, self.activation, self.precision)
         if self.torso == "separate":
-            self.critic_trunk = MLP(self.hidden_sizes, self.activation)
+            self.critic_trunk = MLP(self.hidden_sizes, self.activation, self.precision)
         self.policy_head = nn.Dense(NUM_ACTIONS, kernel_init=nn.initializers.orthogonal(0.01))
         self.value_head = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))
 
@@ -94,9 +99,8 @@ class ActorCritic(nn.Module):
 
 
 def make_network(config: dict[str, Any]) -> ActorCritic:
-    return ActorCritic(
-        hidden_sizes=config["HIDDEN_SIZES"], torso=config["TORSO"], activation=config["ACTIVATION"]
-    )
+    return ActorCritic(config["HIDDEN_SIZES"], config["TORSO"], config["ACTIVATION"],
+                       config["PRECISION"])  # fmt: skip
 
 
 def module_split(config: dict[str, Any]) -> dict[str, str]:

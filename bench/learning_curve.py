@@ -23,21 +23,31 @@ from snake_purejaxrl.evaluation import evaluate_params
 from snake_purejaxrl.run_dir import SavedRun
 
 
-def curve(directory: str, episodes: int, seed: int) -> list[dict]:
-    """One point per checkpoint of `directory` (of its first run)."""
+def evaluated_checkpoints(directory: str, episodes: int, seed: int) -> list[dict]:
+    """Every checkpoint `directory` kept, its agents (one per run: seeds x rates) evaluated:
+    [{"update", "env_steps", "train_s", "runs": [figures of each run]}, ...]."""
     saved = SavedRun(directory)
     config, points = saved.config, []
     for step in saved.checkpoints.steps():
         runner, history = saved.restore(step)
-        figures = evaluate_params(config, runner.params, episodes, True, seed)[0]
+        figures = evaluate_params(config, runner.params, episodes, True, seed)
         points.append({
             "update": step,
             "env_steps": step * config["NUM_ENVS"] * config["NUM_STEPS"],
             "train_s": float(history["time_s"][step - 1]),
-            **figures,
+            "runs": figures,
         })  # fmt: skip
-        print(f"  {directory} update {step}: {figures['mean_score']:.1f}", file=sys.stderr)
+        scores = ", ".join(f"{f['mean_score']:.1f}" for f in figures)
+        print(f"  {directory} update {step}: {scores}", file=sys.stderr)
     return points
+
+
+def curve(directory: str, episodes: int, seed: int) -> list[dict]:
+    """One point per checkpoint of `directory` (of its first run)."""
+    return [
+        {**{k: v for k, v in point.items() if k != "runs"}, **point["runs"][0]}
+        for point in evaluated_checkpoints(directory, episodes, seed)
+    ]
 
 
 def plot(curves: dict[str, list[dict]], path: str, episodes: int) -> None:

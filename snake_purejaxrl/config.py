@@ -46,6 +46,10 @@ SETTINGS: tuple[Setting, ...] = (
     Numbers("HIDDEN_SIZES", (128, 128), "MLP layer widths", integer=True, group="agent"),
     Choice("ACTIVATION", "tanh", "hidden-layer activation", choices=("tanh", "relu"),
            group="agent"),
+    Choice("PRECISION", "float32", "number type of the hidden layers' matmuls and activations "
+           "(bfloat16: half the bits where the CPU or GPU has bf16 units; the weights, optimizer "
+           "state, heads, loss, advantages and value targets stay float32)",
+           choices=("float32", "bfloat16"), group="agent"),
     Bool("ACTION_MASKING", True, "never sample moves that die at once (env.action_mask)",
          group="agent"),
     Bool("FLOOD_FILL", True, "also give the network, per move, the share of free cells still "

@@ -245,9 +245,11 @@ def test_masked_policy_never_picks_a_move_that_dies_when_another_survives():
 
 
 # --------------------------------------------------------------------------- learning
-def test_a_short_run_on_8x8_learns_far_beyond_a_random_policy():
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_short_run_on_8x8_learns_far_beyond_a_random_policy(precision):
     config = dict(GRID_SIZE=8, NUM_ENVS=64, NUM_STEPS=64, TOTAL_TIMESTEPS=64 * 64 * 60,
-                  NUM_MINIBATCHES=4, HIDDEN_SIZES=(128, 128), ANNEAL_LR=True, LR=1e-3)  # fmt: skip
+                  NUM_MINIBATCHES=4, HIDDEN_SIZES=(128, 128), ANNEAL_LR=True, LR=1e-3,
+                  PRECISION=precision)  # fmt: skip
     metrics = jax.jit(impl.make_train(config))(jax.random.PRNGKey(0))["metrics"]
     scores, episodes = np.asarray(metrics["episode_score"]), np.asarray(metrics["episodes"])
     first = final_score(scores[:5], episodes[:5], fraction=1.0)
@@ -255,6 +257,28 @@ def test_a_short_run_on_8x8_learns_far_beyond_a_random_policy():
     # The first updates play a near-uniform masked policy (its logits start near zero).
     assert first < 2.0
     assert last > max(5.0, 4 * first), (first, last)
+
+
+def test_bfloat16_computes_the_hidden_layers_in_bf16_and_keeps_weights_and_outputs_float32():
+    config = {**TINY, "PRECISION": "bfloat16"}
+    parts = impl.make_parts(config)
+    runner = impl.init_runner(parts, jax.random.PRNGKey(0))
+    assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(runner.params))
+    agent_input = agent_input_of(parts, runner)
+    mask = jnp.ones((TINY["NUM_ENVS"], 4), bool)
+    logits, value = parts.network.apply(runner.params, agent_input.features, mask)
+    assert logits.dtype == jnp.float32 and value.dtype == jnp.float32
+    f32 = impl.make_parts(TINY).network.apply(runner.params, agent_input.features, mask)
+    # The same weights in float32: close (bf16 keeps 8 bits of mantissa), not equal.
+    np.testing.assert_allclose(value, f32[1], atol=0.05)
+    assert not np.array_equal(value, f32[1])
+    jaxpr = str(jax.make_jaxpr(parts.network.apply)(runner.params, agent_input.features, mask))
+    assert "bf16" in jaxpr and "dot_general" in jaxpr
+
+
+def agent_input_of(parts, runner):
+    hunger = jax.vmap(parts.env.hunger)(runner.env_state)
+    return agent_input.observe(parts.config, runner.obs, hunger=hunger)
 
 
 # --------------------------------------------------------------------------- score reading
