@@ -1,4 +1,5 @@
-"""Env steps per second of `SnakeEnv` with the Jumanji anchor's harness, side by side.
+"""Env steps per second of `SnakeEnv`, and of it through gymnax's interface (`SnakeGymnax`),
+with the Jumanji anchor's harness, side by side.
 
     python -m bench.bench_env                                    # 12x12, 4096 games x 128 steps
     python -m bench.bench_env --anchor-python ~/anchor-venv/bin/python --num-envs 256 4096
@@ -20,22 +21,47 @@ import jax
 import jax.numpy as jnp
 
 from bench.common import machine_line, run_anchor
-from snake_env import SnakeEnv
+from snake_env import NUM_ACTIONS, SnakeEnv
+from snake_gymnax import SnakeGymnax
 
 ANCHOR = "jumanji_snake_env_sps.py"
 
 
-def make_rollout(env: SnakeEnv, num_envs: int, num_steps: int):
-    """jit(key) -> checksum: the anchor's rollout, with our env."""
+def core_step(env: SnakeEnv):
+    """(keys, states, actions) -> (obs, states, rewards) of `SnakeEnv`, vmapped."""
+
+    def step(keys, state, actions):
+        obs, state, reward, _, _ = jax.vmap(env.step)(keys, state, actions)
+        return obs, state, reward
+
+    return jax.vmap(env.reset), step
+
+
+def gymnax_step(env: SnakeGymnax):
+    """The same through gymnax's interface: PureJaxRL's vmap over (keys, states, actions),
+    params shared."""
+    params = env.default_params
+
+    def step(keys, state, actions):
+        obs, state, reward, *_ = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+            keys, state, actions, params
+        )
+        return obs, state, reward
+
+    return jax.vmap(lambda key: env.reset(key, params)), step
+
+
+def make_rollout(reset, step, num_envs: int, num_steps: int):
+    """jit(key) -> checksum: the anchor's rollout, with our env's batched reset and step."""
 
     def rollout(key):
-        obs, state = jax.vmap(env.reset)(jax.random.split(key, num_envs))
+        obs, state = reset(jax.random.split(key, num_envs))
 
         def body(carry, k):
             state, obs = carry
-            actions = jax.random.randint(k, (num_envs,), 0, env.num_actions)
+            actions = jax.random.randint(k, (num_envs,), 0, NUM_ACTIONS)
             step_keys = jax.random.split(jax.random.fold_in(k, 1), num_envs)
-            obs, state, reward, _, _ = jax.vmap(env.step)(step_keys, state, actions)
+            obs, state, reward = step(step_keys, state, actions)
             return (state, obs), reward.sum()
 
         (state, obs), rewards = jax.lax.scan(body, (state, obs), jax.random.split(key, num_steps))
@@ -44,9 +70,9 @@ def make_rollout(env: SnakeEnv, num_envs: int, num_steps: int):
     return jax.jit(rollout)
 
 
-def measure(env: SnakeEnv, num_envs: int, num_steps: int, repeats: int) -> tuple[float, float]:
+def measure(batched, num_envs: int, num_steps: int, repeats: int) -> tuple[float, float]:
     """(compile seconds incl. the first run, best env-steps/s over `repeats` runs)."""
-    rollout = make_rollout(env, num_envs, num_steps)
+    rollout = make_rollout(*batched, num_envs, num_steps)
     start = time.perf_counter()
     rollout(jax.random.PRNGKey(0)).block_until_ready()
     compile_s = time.perf_counter() - start
@@ -79,7 +105,10 @@ def main() -> None:
     print("| system | grid | envs x steps | compile s | env-steps/s | vs Jumanji |")
     print("|---|---|---|---|---|---|")
     for num_envs in args.num_envs:
-        compile_s, ours = measure(env, num_envs, args.num_steps, args.repeats)
+        compile_s, ours = measure(core_step(env), num_envs, args.num_steps, args.repeats)
+        gymnax_compile_s, gymnax = measure(
+            gymnax_step(SnakeGymnax(args.grid_size)), num_envs, args.num_steps, args.repeats
+        )
         anchor_args = [str(num_envs), str(args.num_steps), str(args.grid_size)]
         anchor = (
             run_anchor(args.anchor_python, ANCHOR, anchor_args, r"([\d,]+) env-steps/s")
@@ -90,6 +119,9 @@ def main() -> None:
         size = f"{num_envs} x {args.num_steps}"
         g = args.grid_size
         print(f"| snake_env | {g} | {size} | {compile_s:.2f} | {ours:,.0f} | {ratio} |")
+        versus = f"{gymnax / anchor:.2f}x" if anchor else "-"
+        print(f"| snake_gymnax (gymnax API) | {g} | {size} | {gymnax_compile_s:.2f} | "
+              f"{gymnax:,.0f} ({gymnax / ours:.2f}x snake_env) | {versus} |")  # fmt: skip
         if anchor:
             print(f"| Jumanji Snake | {g} | {size} | - | {anchor:,.0f} | 1.00x |")
 

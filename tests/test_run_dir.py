@@ -2,6 +2,7 @@
 every refusal before anything is written, a full disk said plainly, and a metrics file that is
 not the run's never overwritten unasked."""
 
+import contextlib
 import os
 import re
 import resource
@@ -57,58 +58,57 @@ def started_run(tmp_path):
     return tmp_path
 
 
+def resume(updates: int, *extra: str) -> list[str]:
+    """The command that resumes tmp_path/run and trains it to `updates` updates."""
+    return [*SMALL, "--resume", "--checkpoint-dir", "run", "--total-timesteps",
+            str(updates * STEPS_PER_UPDATE), *extra]  # fmt: skip
+
+
+@contextlib.contextmanager
+def holding(cwd: Path, updates: int, *extra: str):
+    """A resume of cwd/run, yielded once it holds the run's lock; killed on the way out."""
+    proc = start_cli(resume(updates, *extra), cwd)
+    try:
+        assert wait_until(lambda: holder_pid(cwd / "run") == proc.pid, proc=proc)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+
+
 def test_two_resumes_at_once_the_second_is_refused_and_the_first_writes_every_row_once(
     started_run,
 ):
     cwd = started_run
-    longer = [*SMALL, "--resume", "--checkpoint-dir", "run", "--total-timesteps",
-              str(40 * STEPS_PER_UPDATE)]  # fmt: skip
-    first = start_cli(longer, cwd)
-    try:
-        assert wait_until(lambda: holder_pid(cwd / "run") == first.pid, proc=first)
+    with holding(cwd, 40) as first:
         start = time.monotonic()
-        second = run_cli(longer, cwd)
+        second = run_cli(resume(40), cwd)
         lines = second.stderr.strip().splitlines()
         assert second.returncode == 2 and len(lines) == 1, second.stderr
         assert str(cwd / "run") in lines[0] and f"pid {first.pid}" in lines[0]
         assert "host" in lines[0] and "compiled" not in second.stdout
         assert time.monotonic() - start < 30  # refused before compiling anything
         _, err = first.communicate(timeout=300)
-    finally:
-        first.kill()
-    assert first.returncode == 0, err
+        assert first.returncode == 0, err
     rows = read_rows(cwd / "run.jsonl")
     assert [row["update"] for row in rows] == list(range(1, 41))  # whole, each exactly once
 
 
 def test_a_sigkilled_holder_leaves_no_stale_lock_and_the_run_resumes(started_run):
     cwd = started_run
-    longer = [*SMALL, "--resume", "--checkpoint-dir", "run", "--total-timesteps",
-              str(400 * STEPS_PER_UPDATE)]  # fmt: skip
-    holder = start_cli(longer, cwd)
-    assert wait_until(lambda: holder_pid(cwd / "run") == holder.pid, proc=holder)
-    holder.send_signal(signal.SIGKILL)
-    holder.wait(timeout=60)
-    shorter = [*SMALL, "--resume", "--checkpoint-dir", "run", "--total-timesteps",
-               str(12 * STEPS_PER_UPDATE)]  # fmt: skip
-    proc = run_cli(shorter, cwd)
+    with holding(cwd, 400) as holder:
+        holder.send_signal(signal.SIGKILL)
+    proc = run_cli(resume(12), cwd)
     assert proc.returncode == 0, proc.stderr
     assert [row["update"] for row in read_rows(cwd / "run.jsonl")] == list(range(1, 13))
 
 
 def test_eval_reads_a_run_while_it_trains(started_run):
-    cwd = started_run
-    longer = [*SMALL, "--resume", "--checkpoint-dir", "run", "--total-timesteps",
-              str(400 * STEPS_PER_UPDATE)]  # fmt: skip
-    holder = start_cli(longer, cwd)
-    try:
-        assert wait_until(lambda: holder_pid(cwd / "run") == holder.pid, proc=holder)
-        evaluation = run_cli(["--eval", "run", "--eval-episodes", "8"], cwd)
-        assert evaluation.returncode == 0, evaluation.stderr
-        assert "mean score" in evaluation.stdout
-    finally:
-        holder.kill()
-        holder.wait(timeout=60)
+    with holding(started_run, 400):
+        evaluation = run_cli(["--eval", "run", "--eval-episodes", "8"], started_run)
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert "mean score" in evaluation.stdout
 
 
 REFUSALS = {
@@ -135,27 +135,20 @@ def test_refusals_on_resume_leave_the_run_directory_as_it_was(started_run):
     cwd = started_run
     before = listing(cwd)
     for change in (["--num-envs", "32"], ["--lr", "0.1"], ["--num-steps", "7"]):
-        proc = run_cli([*SMALL, "--resume", "--checkpoint-dir", "run", *change, "--wandb"], cwd)
+        proc = run_cli(resume(8, *change, "--wandb"), cwd)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert listing(cwd) == before
 
 
 def test_a_busy_run_is_refused_and_left_as_it_was(started_run):
     cwd = started_run
-    longer = [*SMALL, "--resume", "--checkpoint-dir", "run", "--total-timesteps",
-              str(400 * STEPS_PER_UPDATE)]  # fmt: skip
-    holder = start_cli([*longer, "--checkpoint-every", "1000"], cwd)  # no save while we look
-    try:
-        assert wait_until(lambda: holder_pid(cwd / "run") == holder.pid, proc=holder)
+    with holding(cwd, 400, "--checkpoint-every", "1000"):  # no save while we look
         time.sleep(1.0)  # let it open its metrics file
         before = listing(cwd / "run")
-        proc = run_cli([*longer, "--metrics-out", "other.jsonl", "--wandb"], cwd)
+        proc = run_cli(resume(400, "--metrics-out", "other.jsonl", "--wandb"), cwd)
         assert proc.returncode == 2 and "in use by" in proc.stderr, proc.stderr
         assert listing(cwd / "run") == before
         assert not (cwd / "other.jsonl").exists() and not (cwd / "wandb").exists()
-    finally:
-        holder.kill()
-        holder.wait(timeout=60)
 
 
 def test_a_metrics_file_that_is_not_the_runs_is_kept_unless_overwrite_is_asked(tmp_path):
