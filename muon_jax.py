@@ -148,13 +148,20 @@ def chain_with_adam(
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), adam(lr, eps=eps))
 
 
-def step_statistics(before, after, groups=None) -> dict[str, jax.Array]:
-    """What an update did to each group of weights, from the weights before and after it (the
-    sum of every step the optimizer returned): `update_rms/<g>`, the RMS of the change;
+AUX = "aux"  # the Adam that takes what Muon does not, as step_statistics names its group
+
+
+def step_statistics(before, after, split: Mapping[str, str] | None = None) -> dict[str, jax.Array]:
+    """What an update did to each optimizer group's weights, from the weights before and after
+    it (the sum of every step the optimizer returned): `update_rms/<g>`, the RMS of the change;
     `update_ratio/<g>`, |change| / |weights before|, the effective learning rate; and
-    `param_norm/<g>`, |weights after|. `groups`: a tree like the params naming each leaf's
-    group (None: one group, "adam")."""
-    groups = jax.tree.map(lambda _: ADAM, before) if groups is None else groups
+    `param_norm/<g>`, |weights after|. Groups: "muon" and "aux" by the Muon `split`, or one
+    "adam" group without one."""
+    if split is None:
+        groups = jax.tree.map(lambda _: ADAM, before)
+    else:
+        labels = muon_labels(before, split)
+        groups = jax.tree.map(lambda label: MUON if label == MUON else AUX, labels)
     totals: dict[str, list] = {}
     for name, old, new in zip(jax.tree.leaves(groups), jax.tree.leaves(before),
                               jax.tree.leaves(after)):  # fmt: skip

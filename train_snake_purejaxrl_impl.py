@@ -1,15 +1,11 @@
-"""PPO for Snake in one `jax.jit`, read top to bottom in the order the data flows:
+"""PPO for Snake in one `jax.jit`, top to bottom in the order the data flows: network ->
+optimizer and schedules -> state -> rollout -> GAE -> loss -> `update_step` -> `make_train`,
+`make_train_step`, `make_train_with_callback`, `make_chunk` (runs side by side, in chunks).
 
-network -> optimizer and schedules -> the run's state -> acting and the rollout -> GAE -> the
-loss -> one update (`update_step`) -> the entry points `make_train`, `make_train_step`,
-`make_train_with_callback` and `make_chunk` (many runs side by side, in chunks of updates
-between checkpoints).
-
-Each step is a named top-level pure function; the entry points compose them and closures bind
-only the static `Parts` (config, env, network). All training state is one pytree
-(`RunnerState`), so a run can be chunked, checkpointed and `vmap`ped over seeds and rates.
-The Snake-specific input the network sees is `snake_purejaxrl.agent_input`; the settings and
-their checks are `snake_purejaxrl.config`.
+Each step is a named top-level pure function; closures bind only the static `Parts` (config,
+env, network). All training state is one pytree (`RunnerState`): chunked, checkpointed and
+`vmap`ped over seeds and rates. The network's input is `snake_purejaxrl.agent_input`; the
+settings are `snake_purejaxrl.config`.
 """
 
 from __future__ import annotations
@@ -162,11 +158,6 @@ def make_optimizer(config: dict[str, Any], rates: dict[str, jax.Array]):
     return muon_jax.chain_with_adam(scheduled["LR"], config["MAX_GRAD_NORM"])
 
 
-def config_rates(config: dict[str, Any]) -> dict[str, jax.Array]:
-    """The base learning rates of a single run, from the config."""
-    return {key: jnp.float32(config[key]) for key in rate_keys(config)}
-
-
 # ================================================================== state
 
 
@@ -222,7 +213,7 @@ def init_runner(
 ) -> RunnerState:
     """A fresh run: new games, initial weights, optimizer state (rates from the config unless
     given)."""
-    rates = config_rates(parts.config) if learning_rates is None else learning_rates
+    rates = learning_rates or {k: jnp.float32(parts.config[k]) for k in rate_keys(parts.config)}
     key, key_params, key_env = jax.random.split(key, 3)
     n = parts.config["NUM_ENVS"]
     obs, env_state = jax.vmap(parts.env.reset)(jax.random.split(key_env, n))
@@ -428,15 +419,6 @@ def explained_variance(value: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.where(spread > 0, 1.0 - jnp.var(target - value) / spread, 0.0)
 
 
-def optimizer_groups(parts: Parts, learner: Learner):
-    """Each weight's optimizer group for `step_statistics`: "muon" and "aux" (its Adam) in a
-    Muon run, one "adam" group otherwise."""
-    if not parts.config["USE_MUON"]:
-        return None
-    labels = muon_jax.muon_labels(learner.params, module_split(parts.config))
-    return jax.tree.map(lambda label: "muon" if label == muon_jax.MUON else "aux", labels)
-
-
 def update_step(parts: Parts, runner: RunnerState) -> tuple[RunnerState, dict[str, jax.Array]]:
     """The one PPO update: rollout, GAE, UPDATE_EPOCHS epochs of minibatch steps, metrics.
 
@@ -455,9 +437,8 @@ def update_step(parts: Parts, runner: RunnerState) -> tuple[RunnerState, dict[st
         jax.random.split(key_epochs, cfg["UPDATE_EPOCHS"]),
     )
     update = runner.update + 1
-    steps = muon_jax.step_statistics(
-        runner.params, learner.params, optimizer_groups(parts, learner)
-    )
+    split = module_split(cfg) if cfg["USE_MUON"] else None  # groups: muon and aux, or adam
+    steps = muon_jax.step_statistics(runner.params, learner.params, split)
     runner = runner.replace(
         params=learner.params, opt_state=learner.opt_state, key=key, update=update
     )

@@ -85,9 +85,9 @@ def test_muon_ns_steps_sets_how_far_updates_are_orthogonalized():
     singular = {}
     for steps in (1, 5):
         parts = impl.make_parts({**TINY, "USE_MUON": True, "MUON_NS_STEPS": steps})
-        params = impl.init_runner(parts, jax.random.PRNGKey(0)).params
+        runner = impl.init_runner(parts, jax.random.PRNGKey(0))
+        params, optimizer = runner.params, impl.optimizer_of(parts, runner)
         grads = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(1), p.shape), params)
-        optimizer = impl.make_optimizer(parts.config, impl.config_rates(parts.config))
         updates, _ = optimizer.update(grads, optimizer.init(params), params)
         kernel = np.asarray(updates["params"]["trunk"]["input_dense"]["kernel"])  # 363 x 32
         singular[steps] = np.linalg.svd(kernel, compute_uv=False) / parts.config["MUON_LR"]
