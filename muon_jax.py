@@ -9,6 +9,7 @@ Every learning rate is a float or an optax schedule (`count -> lr`), and each op
 in `optax.inject_hyperparams`, so the rate it actually applied lives in its state:
 `applied_learning_rates(opt_state)` reads it back (what the metrics report), never a recomputation.
 Muon itself is optax's (`optax.contrib.scale_by_muon`: Newton-Schulz, Nesterov momentum).
+`step_statistics` says how far an update moved each optimizer group's weights.
 """
 
 from __future__ import annotations
