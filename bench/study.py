@@ -160,7 +160,7 @@ def main() -> None:
         tuned[arm] = tune(arm, root, args.tune_budget)
         results_path.write_text(json.dumps(results, indent=1))
     print(f"tuning: {args.tune_budget:,} env steps, seed 0, final training score per rate\n")
-    print("| arm | " + " | ".join(["rates: final score"] * 1) + " | best | wall-clock |")
+    print("| arm | rate: final score | best | wall-clock |")
     print("|---|---|---|---|")
     for arm in args.arms:
         t = tuned[arm]
