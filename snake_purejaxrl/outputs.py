@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 from collections import deque
 from pathlib import Path
@@ -64,7 +63,6 @@ class Console:
         self.best = 0.0
         self.start = self.last_print = time.perf_counter()
         self.live = sys.stdout.isatty()
-        self.lock = threading.Lock()
 
     def started(self) -> None:
         self.start = self.last_print = time.perf_counter()
@@ -74,12 +72,12 @@ class Console:
         return sum(s for s, _ in self.recent) / max(episodes, 1)
 
     def show(self, update: int, metrics: dict[str, np.ndarray]) -> None:
-        """One update's metrics (arrays over runs), straight from the running chunk."""
-        with self.lock:
-            episodes = np.asarray(metrics["episodes"])
-            self.recent.append((float((metrics["episode_score"] * episodes).sum()), episodes.sum()))
-            self.best = max(self.best, float(np.max(metrics["episode_score_max"])))
-            self._print(update, metrics)
+        """One update's metrics (arrays over runs), straight from the running chunk (the
+        trainer's report lock keeps callbacks from several devices apart)."""
+        episodes = np.asarray(metrics["episodes"])
+        self.recent.append((float((metrics["episode_score"] * episodes).sum()), episodes.sum()))
+        self.best = max(self.best, float(np.max(metrics["episode_score_max"])))
+        self._print(update, metrics)
 
     def _print(self, update: int, metrics: dict[str, np.ndarray]) -> None:
         now, done = time.perf_counter(), update == self.num_updates

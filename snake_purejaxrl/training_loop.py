@@ -111,7 +111,7 @@ class Trainer:
 
     def __init__(self, setup: RunSetup) -> None:
         self.config, self.options = setup.config, setup.options
-        self.lock = setup.lock  # held as long as the trainer lives
+        self.run_lock = setup.lock  # held as long as the trainer lives
         self.saver = Saver(setup.checkpoints) if setup.checkpoints is not None else None
         mesh = setup.mesh
         self.is_main = jax.process_index() == 0
