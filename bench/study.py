@@ -33,7 +33,7 @@ from snake_purejaxrl.checkpoints import Checkpoints
 from snake_purejaxrl.outputs import final_score
 
 SCHEDULES = ("constant", "linear", "cosine")
-CANDIDATES = {"adam": (1e-4, 2.5e-4, 5e-4, 1e-3), "muon": (0.005, 0.01, 0.02, 0.04)}
+CANDIDATES = {"adam": (1e-4, 2.5e-4, 5e-4, 1e-3, 2e-3, 4e-3), "muon": (0.005, 0.01, 0.02, 0.04)}
 ARMS = [f"{optimizer}-{schedule}" for optimizer in CANDIDATES for schedule in SCHEDULES]
 UPDATE_STEPS = 256 * 128  # env steps of one update at the default games and rollout length
 
@@ -64,15 +64,27 @@ def train(directory: Path, args: list[str], total: int) -> list[dict]:
 
 
 def tune(arm: str, root: Path, budget: int) -> dict:
-    """The candidate rates of `arm` side by side (seed 0): final score per rate, the best."""
-    rates = CANDIDATES[arm.split("-")[0]]
-    rows = train(root / "tune" / arm, optimizer_args(arm, rates), budget)
-    runs = by_run(rows)
-    finals = {
-        float(lr): float(final_score(run["episode_score"], run["episodes"]))
-        for (lr, _), run in runs.items()
-    }
-    wall_s = max(float(run["time_s"][-1]) for run in runs.values())
+    """The candidate rates of `arm` side by side (seed 0): final score per rate, the best.
+    Each CLI run lives in tune/ARM/<its rates>/, so a grid extended later trains only the rates
+    no earlier run of that arm covered."""
+    finals, wall_s = {}, 0.0
+    runs_dir = root / "tune" / arm
+    done = sorted(runs_dir.glob("*/rows.jsonl")) if runs_dir.is_dir() else []
+    missing = tuple(
+        r for r in CANDIDATES[arm.split("-")[0]]
+        if not any(f"{r:g}" in path.parent.name.split(",") for path in done)
+    )  # fmt: skip
+    grids = [path.parent.name for path in done] + (
+        [",".join(f"{r:g}" for r in missing)] if missing else []
+    )
+    for grid in grids:
+        rates = tuple(float(r) for r in grid.split(","))
+        rows = train(runs_dir / grid, optimizer_args(arm, rates), budget)
+        runs = by_run(rows)
+        for (lr, _), run in runs.items():
+            finals[float(lr)] = float(final_score(run["episode_score"], run["episodes"]))
+        wall_s += max(float(run["time_s"][-1]) for run in runs.values())
+    finals = dict(sorted(finals.items()))
     return {"finals": finals, "best": max(finals, key=finals.get), "wall_s": wall_s}
 
 

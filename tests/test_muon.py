@@ -11,6 +11,7 @@ import pytest
 import muon_jax
 import train_snake_purejaxrl_impl as impl
 from snake_purejaxrl.agent_input import observe
+from snake_purejaxrl.network import make_network, module_split
 
 
 def grads_like(params, seed=0):
@@ -40,7 +41,7 @@ def test_a_split_naming_a_module_the_params_lack_is_an_error():
 
 
 def actor_critic_params(config):
-    network = impl.make_network(config)
+    network = make_network(config)
     features = jnp.zeros((1, observe(config, jnp.zeros((1, 6, 6, 4))).features.shape[1]))
     return network.init(jax.random.PRNGKey(0), features, jnp.ones((1, 4), bool))
 
@@ -48,9 +49,9 @@ def actor_critic_params(config):
 def test_actor_critic_hidden_matrices_get_muon_and_heads_and_biases_get_adam():
     config = impl.validate_config({"GRID_SIZE": 6, "TORSO": "separate"})
     params = actor_critic_params(config)
-    flat = jax.tree_util.tree_flatten_with_path(
-        muon_jax.muon_labels(params, impl.module_split(config))
-    )[0]
+    flat = jax.tree_util.tree_flatten_with_path(muon_jax.muon_labels(params, module_split(config)))[
+        0
+    ]
     labels = {jax.tree_util.keystr(path): label for path, label in flat}
     for path, label in labels.items():
         hidden_kernel = "trunk" in path and "kernel" in path
@@ -66,7 +67,7 @@ def test_a_renamed_trunk_is_refused_instead_of_silently_moving_to_adam():
     renamed = {"params": {("value_trunk" if k == "critic_trunk" else k): v
                           for k, v in params["params"].items()}}  # fmt: skip
     with pytest.raises(ValueError, match="value_trunk"):
-        muon_jax.muon_labels(renamed, impl.module_split(config))
+        muon_jax.muon_labels(renamed, module_split(config))
 
 
 def test_conv_kernels_are_orthogonalized_as_matrices():

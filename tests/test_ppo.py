@@ -15,6 +15,7 @@ import muon_jax
 import train_snake_purejaxrl_impl as impl
 from snake_purejaxrl import agent_input
 from snake_purejaxrl.devices import XLA_DEFAULTS
+from snake_purejaxrl.network import module_split
 from snake_purejaxrl.outputs import final_score, trailing_score
 
 TINY = {
@@ -72,7 +73,7 @@ def test_muon_input_layer_switch_moves_the_first_layer_to_adam():
     for on in (True, False):
         parts = impl.make_parts({**TINY, "USE_MUON": True, "MUON_INPUT_LAYER": on})
         params = impl.init_runner(parts, jax.random.PRNGKey(0)).params
-        split = impl.module_split(parts.config)
+        split = module_split(parts.config)
         labels = muon_jax.muon_labels(params, split)["params"]["trunk"]
         shapes[on] = {name: leaf["kernel"] for name, leaf in labels.items()}
     assert shapes[True] == {"input_dense": "muon", "hidden_dense_1": "muon"}
