@@ -4,7 +4,8 @@
   the agent then acts in its own frame (ahead, right, back, left), and `agent_moves` maps those
   actions back to the env's absolute moves.
 - `flood_features`: per move, the share of the free cells the head could still reach after it
-  and whether the tail is among them (a bit-parallel flood fill over packed board rows).
+  and whether the tail is among them (a bit-parallel flood fill over packed board rows;
+  bool cells on boards wider than 32).
 - hunger: the moves since the last food (the board does not show it).
 
 `observe(config, obs, ...)` assembles them as the config's VIEW / FLOOD_FILL / HUNGER say.
@@ -122,21 +123,39 @@ def to_env_action(action: jax.Array, moves: jax.Array) -> jax.Array:
     return jnp.take_along_axis(moves, action[:, None], -1)[:, 0]
 
 
-def _pack_rows(cells: jax.Array) -> jax.Array:
-    """(..., G, G) bool -> (..., G) uint32: bit c of a row word is column c."""
+ROW_BITS = 32  # columns one packed row word holds: wider boards fill over bool cells
+
+
+def _as_board(cells: jax.Array) -> jax.Array:
+    """(..., G, G) bool -> the fill's board: up to 32 columns, one uint32 per row (bit c is
+    column c; a neighbour is then a shift); on wider boards the bool cells themselves."""
+    if cells.shape[-1] > ROW_BITS:
+        return cells
     weights = jnp.left_shift(jnp.uint32(1), jnp.arange(cells.shape[-1], dtype=jnp.uint32))
     return (cells.astype(jnp.uint32) * weights).sum(-1, dtype=jnp.uint32)
 
 
+def _row_axis(board: jax.Array) -> int:
+    return -1 if board.dtype == jnp.uint32 else -2
+
+
+def _both_neighbours(x: jax.Array, axis: int) -> jax.Array:
+    """x's cells moved one place up and one place down `axis` (zero-filled), or-ed."""
+    pad = lambda lo, hi: [(lo, hi) if a == axis % x.ndim else (0, 0) for a in range(x.ndim)]  # noqa: E731
+    ahead = jnp.pad(jax.lax.slice_in_dim(x, 1, None, axis=axis), pad(0, 1))
+    behind = jnp.pad(jax.lax.slice_in_dim(x, 0, -1, axis=axis), pad(1, 0))
+    return ahead | behind
+
+
 def _flood(seed: jax.Array, passable: jax.Array, steps_per_check: int = 4) -> jax.Array:
-    """Cells reachable from `seed` through `passable` cells; both `(..., G)` row bitboards
-    (one uint32 per row), grown a cell at a time until nothing changes, `steps_per_check`
-    cells between convergence checks (fewer loop trips, same result)."""
+    """Cells reachable from `seed` through `passable` cells (boards of `_as_board`), grown a
+    cell at a time until nothing changes, `steps_per_check` cells between convergence checks
+    (fewer loop trips, same result)."""
+    packed = seed.dtype == jnp.uint32
 
     def grow(reach):
-        up = jnp.pad(reach[..., 1:], [(0, 0)] * (reach.ndim - 1) + [(0, 1)])
-        down = jnp.pad(reach[..., :-1], [(0, 0)] * (reach.ndim - 1) + [(1, 0)])
-        return (reach | (reach << 1) | (reach >> 1) | up | down) & passable
+        sideways = (reach << 1) | (reach >> 1) if packed else _both_neighbours(reach, -1)
+        return (reach | sideways | _both_neighbours(reach, _row_axis(reach))) & passable
 
     def step(carry):
         reach, _ = carry
@@ -149,8 +168,11 @@ def _flood(seed: jax.Array, passable: jax.Array, steps_per_check: int = 4) -> ja
     return reach
 
 
-def _popcount(rows: jax.Array) -> jax.Array:
-    return jax.lax.population_count(rows).astype(jnp.int32).sum(-1)
+def _cells_in(board: jax.Array) -> jax.Array:
+    """How many cells a board holds (over its last two axes if bool, its rows if packed)."""
+    if board.dtype == jnp.uint32:
+        return jax.lax.population_count(board).astype(jnp.int32).sum(-1)
+    return board.sum((-2, -1), dtype=jnp.int32)
 
 
 # `flood_features` layout: the reachable share per action (4), whether the tail is reachable per
@@ -170,20 +192,20 @@ def flood_features(obs: jax.Array, heading: jax.Array) -> jax.Array:
     order = obs[..., ORDER_CHANNEL]
     length = (order > 0).sum((1, 2))
     countdown = jnp.rint(order * length[:, None, None])  # moves each cell stays occupied
-    passable = _pack_rows(countdown <= 1)  # (B, G): free cells and the tail's
-    tail = _pack_rows(countdown == 1)
+    passable = _as_board(countdown <= 1)  # free cells and the tail's
+    tail = _as_board(countdown == 1)
     head, _ = heading_of(obs)
     relative = jnp.array([AHEAD, RIGHT, LEFT])  # back is never a move
     moves = (heading[:, None] + relative) % NUM_ACTIONS  # relative -> absolute
     target, inside = step_cell(head[:, None], moves, g)
-    seed = _pack_rows(
+    seed = _as_board(
         ((jnp.arange(g * g) == target[..., None]) & inside[..., None]).reshape(*target.shape, g, g)
-    )  # (B, 3, G): the cell each move enters
+    )  # (B, 3, board): the cell each move enters
     reach = _flood(seed, passable[:, None])
     free = (g * g - length + 1)[:, None]  # the free cells and the tail's, which frees on a move
     with_back = lambda x: jnp.insert(x, BACK, 0.0, axis=1)  # noqa: E731 - back scores 0, 0
-    area = with_back(_popcount(reach) / free)
-    tail_reachable = with_back((reach & tail[:, None]).any(-1).astype(jnp.float32))
+    area = with_back(_cells_in(reach) / free)
+    tail_reachable = with_back((_cells_in(reach & tail[:, None]) > 0).astype(jnp.float32))
     fill = (length / (g * g))[:, None]
     return jnp.concatenate([area, tail_reachable, fill], -1).astype(jnp.float32)
 

@@ -4,6 +4,7 @@ egocentric view, actions in the snake's frame, mirroring, and the flood-fill loo
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from snake_env import SnakeEnv
 from snake_purejaxrl import agent_input
@@ -101,3 +102,76 @@ def test_flood_features_measure_the_room_each_move_leaves_and_whether_the_tail_i
     area, tail, _ = np.split(np.asarray(features)[0], [4, 8])
     np.testing.assert_allclose(area, [1, 1, 0, 1])
     np.testing.assert_array_equal(tail, [1, 1, 0, 1])
+
+
+MOVE_DELTAS = [(-1, 0), (0, 1), (1, 0), (0, -1)]  # up, right, down, left
+
+
+def random_snake(grid_size, rng):
+    """(row, col) cells head to tail of a random snake: a random self-avoiding walk (pockets
+    and dead ends), or a random stretch of a serpentine through the board (up to nearly full)."""
+    g = grid_size
+    if rng.random() < 0.5:
+        rows, cols = np.divmod(np.arange(g * g), g)
+        path = list(zip(rows, np.where(rows % 2 == 0, cols, g - 1 - cols)))
+        if rng.random() < 0.5:
+            path = [(c, r) for r, c in path]
+        length = int(rng.integers(2, g * g))
+        start = int(rng.integers(0, g * g - length + 1))
+        cells = path[start : start + length]
+        return [(int(r), int(c)) for r, c in (cells if rng.random() < 0.5 else cells[::-1])]
+    cells = [(int(rng.integers(g)), int(rng.integers(g)))]
+    target = int(rng.integers(2, g * g))
+    while len(cells) < target:
+        r, c = cells[-1]
+        steps = [(r + dr, c + dc) for dr, dc in MOVE_DELTAS]
+        free = [(r, c) for r, c in steps if 0 <= r < g and 0 <= c < g and (r, c) not in cells]
+        if not free:
+            break
+        cells.append(free[int(rng.integers(len(free)))])
+    return cells if len(cells) >= 2 else random_snake(grid_size, rng)
+
+
+def reference_flood_features(cells, g):
+    """flood_features by a plain breadth-first search over (row, col) cells."""
+    occupied = set(cells[:-1])  # the tail's cell frees as the snake moves
+    (hr, hc), (nr, nc) = cells[0], cells[1]
+    heading = MOVE_DELTAS.index((hr - nr, hc - nc))
+    free = np.float32(g * g - len(cells) + 1)
+    area, tail = [0.0] * 4, [0.0] * 4
+    for relative in (agent_input.AHEAD, agent_input.RIGHT, agent_input.LEFT):
+        dr, dc = MOVE_DELTAS[(heading + relative) % 4]
+        start = (hr + dr, hc + dc)
+        if not (0 <= start[0] < g and 0 <= start[1] < g) or start in occupied:
+            continue
+        reached, frontier = {start}, [start]
+        while frontier:
+            r, c = frontier.pop()
+            for dr, dc in MOVE_DELTAS:
+                cell = (r + dr, c + dc)
+                inside = 0 <= cell[0] < g and 0 <= cell[1] < g
+                if inside and cell not in occupied and cell not in reached:
+                    reached.add(cell)
+                    frontier.append(cell)
+        area[relative] = np.float32(len(reached)) / free
+        tail[relative] = float(cells[-1] in reached)
+    return np.array([*area, *tail, np.float32(len(cells)) / np.float32(g * g)], np.float32)
+
+
+@pytest.mark.parametrize("grid_size", [4, 7, 12, 32, 33, 40])
+def test_flood_features_equal_a_breadth_first_search_on_random_boards(grid_size):
+    """Equal on 60 random snakes per board size (short and long, walled-in pockets, nearly full
+    boards; packed rows up to 32 columns, bool cells beyond): the same cells reached, the same
+    tail flags. Shares to 1e-6: XLA's division may differ from numpy's in the last bit, while one
+    cell more or less moves a share by more than 1/4096."""
+    env, rng = SnakeEnv(grid_size), np.random.default_rng(grid_size)
+    snakes = [random_snake(grid_size, rng) for _ in range(60)]
+    observations = []
+    for cells in snakes:
+        free = sorted({(r, c) for r in range(grid_size) for c in range(grid_size)} - set(cells))
+        state = env.make_state(cells, food=free[int(rng.integers(len(free)))])
+        observations.append(env.observation(state))
+    obs = jnp.stack(observations)
+    features = np.asarray(agent_input.flood_features(obs, agent_input.heading_of(obs)[1]))
+    expected = np.stack([reference_flood_features(cells, grid_size) for cells in snakes])
+    np.testing.assert_allclose(features, expected, rtol=1e-6, atol=0)
