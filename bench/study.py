@@ -124,8 +124,8 @@ def summarize(main: dict) -> list[str]:
 
 
 def curves(main: dict) -> list[str]:
-    """Eval mean over seeds (and its min-max) at every kept checkpoint, an arm per row: whether
-    an early lead holds."""
+    """Eval mean over seeds (its min-max) and mean win rate at every kept checkpoint, an arm
+    per row: whether an early lead holds."""
     steps = [p["env_steps"] for p in next(iter(main.values()))["points"]]
     lines = ["| arm | " + " | ".join(f"{s / 1e6:.1f} M" for s in steps) + " |",
              "|---|" + "---|" * len(steps)]  # fmt: skip
@@ -133,7 +133,8 @@ def curves(main: dict) -> list[str]:
         cells = []
         for point in result["points"]:
             scores = np.array([f["mean_score"] for f in point["runs"]])
-            cells.append(f"{scores.mean():.1f} ({scores.min():.0f}-{scores.max():.0f})")
+            wins = np.mean([f["win_rate"] for f in point["runs"]])
+            cells.append(f"{scores.mean():.1f} ({scores.min():.0f}-{scores.max():.0f}), {wins:.0%}")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     return lines
 
@@ -203,7 +204,7 @@ def main() -> None:
     print(f"\nmain: {args.budget:,} env steps, {args.seeds} seeds, the final checkpoint's "
           f"evaluation ({args.episodes} greedy games)\n")  # fmt: skip
     print("\n".join(summarize(main_results)))
-    print("\neval mean over seeds (min-max) at each kept checkpoint\n")
+    print("\neval mean over seeds (min-max), win rate, at each kept checkpoint\n")
     print("\n".join(curves(main_results)))
     plot(main_results, root / "study.png", args.episodes)
     print(f"\nplot: {root / 'study.png'}; numbers: {results_path}")
