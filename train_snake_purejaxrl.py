@@ -60,7 +60,7 @@ class BoolFlag(argparse.Action):
         if value is not None and negated:
             raise ConfigError(f"{option_string} takes no value, got {value!r}")
         parsed = True if value is None else DECLARED[self.dest].parse(value)
-        setattr(namespace, self.dest, parsed != negated)
+        setattr(namespace, self.dest, None if parsed is None else parsed != negated)
 
     def format_usage(self) -> str:
         return " | ".join(self.option_strings)

@@ -34,7 +34,7 @@ stage() {  # stage NAME LIMIT_S COMMAND...: run it, log it, show its end
   python -c "import jax; print('jax', jax.__version__, jax.devices())"; } | tee "$OUT/machine.txt"
 
 stage breakdown 45 python -m bench.update_breakdown --rounds "$ROUNDS"
-stage train_speed 90 python -m bench.bench_train --only "default, Adam" "default, Muon" \
+stage train_speed 90 python -m bench.bench_train --only "default (Muon)" "Adam" \
   --case "NUM_ENVS=$BIG_ENVS" --case "NUM_ENVS=$BIG_ENVS NUM_MINIBATCHES=32" --rounds "$ROUNDS"
 stage seed_scaling 75 python -m bench.seed_scaling --seeds $SEEDS --rounds "$ROUNDS"
 for envs in 256 "$BIG_ENVS"; do  # the same env steps: does the GPU recipe learn as much?

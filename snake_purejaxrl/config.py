@@ -14,6 +14,8 @@ from snake_purejaxrl.settings import Bool, Choice, ConfigError, Float, Int, Numb
 
 # Updates per jitted chunk; with the default --checkpoint-every, also the most between saves.
 MAX_CHUNK = 50
+# Adam's rate when Adam is picked without one (--no-use-muon): PureJaxRL's.
+ADAM_LR = 2.5e-4
 WANDB_MODES = ("online", "offline", "disabled")
 
 # Every training setting, declared once: default_config(), validate_config(), the CLI flags and
@@ -74,17 +76,18 @@ SETTINGS: tuple[Setting, ...] = (
     Float("MAX_GRAD_NORM", 0.5, "global gradient-norm clip", low=0, low_open=True, group="PPO",
           on_resume=True),
     # ---- the optimizer
-    Float("LR", 2.5e-4, "Adam learning rate (without --use-muon)", low=0, low_open=True,
-          group="optimizer"),
+    Float("LR", None, "Adam learning rate; giving it (or --lr-sweep) picks Adam unless "
+          "--use-muon is given", low=0, low_open=True, auto=f"{ADAM_LR:g}", group="optimizer"),
     Bool("ANNEAL_LR", False, "decay every learning rate linearly to 0 over the run (short for "
          "--lr-schedule linear)", group="optimizer"),
     Choice("LR_SCHEDULE", "constant", "shape of every learning rate over the run, after any "
            "warm-up", choices=("constant", "linear", "cosine"), group="optimizer"),
     Float("WARMUP_FRACTION", 0.0, "linear warm-up of every learning rate over this fraction of "
           "the updates", low=0, high=1, high_open=True, group="optimizer"),
-    Bool("USE_MUON", False, "Muon for hidden weight matrices, aux Adam for biases and heads",
+    Bool("USE_MUON", None, "Muon for hidden weight matrices, aux Adam for biases and heads "
+         "(off: Adam for every weight)", auto="on, unless --lr or --lr-sweep is given",
          group="optimizer"),
-    Float("MUON_LR", 0.02, "Muon learning rate", low=0, low_open=True, group="optimizer"),
+    Float("MUON_LR", 0.01, "Muon learning rate", low=0, low_open=True, group="optimizer"),
     Float("AUX_ADAM_LR", 2.5e-4, "aux Adam learning rate (biases, heads) with Muon", low=0,
           low_open=True, group="optimizer"),
     Float("MUON_MOMENTUM", 0.95, "Muon's Nesterov momentum", low=0, high=1, group="optimizer"),
@@ -124,6 +127,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     cfg = {**default_config(), **{k: v for k, v in config.items() if k not in DERIVED_KEYS}}
     for setting in SETTINGS:
         cfg[setting.key] = setting.check(cfg[setting.key])
+    _pick_optimizer(cfg)
     _check_relations(cfg)
     cfg["LR_SCHEDULE"] = "linear" if cfg["ANNEAL_LR"] else cfg["LR_SCHEDULE"]
     cfg["ANNEAL_LR"] = cfg["LR_SCHEDULE"] == "linear"  # the two always agree
@@ -132,6 +136,15 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     cfg["MINIBATCH_SIZE"] = batch // cfg["NUM_MINIBATCHES"]
     cfg["NUM_RUNS"] = len(swept_rates(cfg)) * cfg["NUM_SEEDS"]
     return cfg
+
+
+def _pick_optimizer(cfg: dict[str, Any]) -> None:
+    """USE_MUON auto: Muon (the optimizer study's winner) unless an Adam rate was given, so that
+    `--lr X` still means an Adam run; LR auto: ADAM_LR."""
+    if cfg["USE_MUON"] is None:
+        cfg["USE_MUON"] = cfg["LR"] is None and not cfg["LR_SWEEP"]
+    if cfg["LR"] is None:
+        cfg["LR"] = ADAM_LR
 
 
 def _check_relations(cfg: dict[str, Any]) -> None:

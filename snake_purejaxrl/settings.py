@@ -35,6 +35,7 @@ class Setting:
     _: dataclasses.KW_ONLY
     group: str
     on_resume: bool = False
+    auto: str | None = None  # None is then allowed: "derived from other settings", as this says
 
     @property
     def flag(self) -> str:
@@ -51,17 +52,23 @@ class Setting:
 
     def check(self, value: Any) -> Any:
         """`value` in its canonical type, or ConfigError naming the key and what it allows."""
+        if value is None and self.auto:
+            return None
         if not self.is_valid(value):
-            raise ConfigError(f"{self.key} must be {self.allowed()}, got {value!r}")
+            allowed = self.allowed() + (f" or 'auto' ({self.auto})" if self.auto else "")
+            raise ConfigError(f"{self.key} must be {allowed}, got {value!r}")
         return self.normalize(value)
 
     def parse(self, text: str) -> Any:
-        """A command-line string -> a checked value."""
+        """A command-line string -> a checked value ('auto' -> None where allowed)."""
+        return None if self.auto and text.lower() == "auto" else self.from_text(text)
+
+    def from_text(self, text: str) -> Any:
         return self.check(text)
 
     def show(self, value: Any) -> str:
         """How a value reads in --help and messages."""
-        return str(value)
+        return f"auto: {self.auto}" if value is None and self.auto else str(value)
 
 
 def _range_text(low, high, low_open: bool = False, high_open: bool = False) -> str:
@@ -85,19 +92,15 @@ def _parse_number(text: str) -> Any:
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Int(Setting):
-    """An integer in [low, high]; `auto` (None allowed) means "derived, see the doc"."""
+    """An integer in [low, high]."""
 
     low: int | None = None
     high: int | None = None
-    auto: str | None = None
 
     def allowed(self) -> str:
-        text = f"an integer {_range_text(self.low, self.high)}".rstrip()
-        return f"{text} or 'auto' ({self.auto})" if self.auto else text
+        return f"an integer {_range_text(self.low, self.high)}".rstrip()
 
     def is_valid(self, value: Any) -> bool:
-        if value is None:
-            return self.auto is not None
         return (
             _is_number(value)
             and np.isfinite(value)
@@ -107,15 +110,10 @@ class Int(Setting):
         )
 
     def normalize(self, value: Any) -> Any:
-        return None if value is None else int(value)
+        return int(value)
 
-    def parse(self, text: str) -> Any:
-        if self.auto and text.lower() == "auto":
-            return None
+    def from_text(self, text: str) -> Any:
         return self.check(_parse_number(text))
-
-    def show(self, value: Any) -> str:
-        return f"auto: {self.auto}" if value is None else str(value)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -141,7 +139,7 @@ class Float(Setting):
     def normalize(self, value: Any) -> Any:
         return float(value)
 
-    def parse(self, text: str) -> Any:
+    def from_text(self, text: str) -> Any:
         return self.check(_parse_number(text))
 
 
@@ -162,7 +160,7 @@ class Bool(Setting):
     def normalize(self, value: Any) -> Any:
         return bool(value)
 
-    def parse(self, text: str) -> Any:
+    def from_text(self, text: str) -> Any:
         if text.lower() not in BOOL_TEXT:
             raise ConfigError(f"{self.key} must be True or False (or true, false, 1, 0), got "
                               f"{text!r}")  # fmt: skip
@@ -229,7 +227,7 @@ class Numbers(Setting):
     def normalize(self, value: Any) -> Any:
         return tuple(int(v) if self.integer else float(v) for v in value)
 
-    def parse(self, text: str) -> Any:
+    def from_text(self, text: str) -> Any:
         inner = text.strip()
         if inner.startswith("[") and inner.endswith("]"):
             inner = inner[1:-1]

@@ -149,7 +149,7 @@ def run_main(argv, capsys):
         (["--grid-size", "8"], "--grid-size"),
         (["--num-envs", "32"], "--num-envs"),
         (["--hidden-sizes", "64,64"], "--hidden-sizes"),
-        (["--use-muon"], "--use-muon"),
+        (["--no-use-muon"], "--use-muon"),
         (["--view", "board"], "--view"),
         (["--lr", "0.001"], "--lr"),
         (["--total-timesteps", "20000"], "--total-timesteps"),

@@ -120,9 +120,10 @@ def test_metrics_out_writes_one_json_row_per_update_with_every_metric(tmp_path):
         "seed",
         "lr",
         "explained_variance",
-        "update_rms/adam",
-        "update_ratio/adam",
-        "param_norm/adam",
+        "aux_learning_rate",  # the default optimizer is Muon: two groups, two rates
+        "update_rms/muon",
+        "update_ratio/aux",
+        "param_norm/muon",
     }
     assert all(expected <= set(row) for row in rows)
     assert "update " not in proc.stdout  # --quiet: no progress lines, only the summary
@@ -140,11 +141,11 @@ def test_without_a_wandb_key_it_says_so_in_one_line_and_logs_offline(tmp_path):
 
 
 def test_progress_lines_show_updates_speed_score_and_learning_rate(tmp_path):
-    proc = run_cli([*SMALL, "--use-muon", "--checkpoint-dir", "none"], tmp_path)
+    proc = run_cli([*SMALL, "--checkpoint-dir", "none"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     last = [line for line in proc.stdout.splitlines() if line.startswith("update ")][-1]
     assert f"{NUM_UPDATES}/{NUM_UPDATES}" in last
-    for part in ("steps/s", "score", "lr 2.00e-02", "aux 2.50e-04"):
+    for part in ("steps/s", "score", "lr 1.00e-02", "aux 2.50e-04"):  # Muon's default rates
         assert part in last
 
 
@@ -228,6 +229,28 @@ def test_bad_combinations_get_one_line_naming_the_flag(args, flag, capsys, tmp_p
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert flag in lines[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv, muon, rates",
+    [
+        ([], True, {"MUON_LR": 0.01, "AUX_ADAM_LR": 2.5e-4}),  # the study's winner
+        (["--lr", "1e-3"], False, {"LR": 1e-3}),  # an Adam rate picks Adam
+        (["--lr-sweep", "1e-4,1e-3"], False, {"LR_SWEEP": (1e-4, 1e-3)}),
+        (["--no-use-muon"], False, {"LR": 2.5e-4}),
+        (["--use-muon=False"], False, {"LR": 2.5e-4}),
+        (["--use-muon", "--lr", "1e-3"], True, {"MUON_LR": 0.01}),
+        (["--use-muon=auto", "--lr", "1e-3"], False, {"LR": 1e-3}),
+        (["--muon-lr-sweep", "0.01,0.02"], True, {"MUON_LR_SWEEP": (0.01, 0.02)}),
+        (["--muon-lr", "0.02", "--lr-schedule", "cosine"], True, {"MUON_LR": 0.02}),
+    ],
+)
+def test_muon_is_the_default_optimizer_unless_an_adam_rate_is_given(argv, muon, rates):
+    config = impl.validate_config(cli.parse_given(cli.build_parser(), argv))
+    assert config["USE_MUON"] is muon
+    assert {key: config[key] for key in rates} == rates
+    assert impl.validate_config({})["USE_MUON"] is True  # the Python API picks alike
+    assert impl.validate_config({"LR": 1e-3})["USE_MUON"] is False
 
 
 def test_the_game_settings_reach_the_env():
