@@ -14,7 +14,11 @@ Rules (exact; `tests/test_snake_env.py` holds us to them):
 - Leaving the board or entering a body cell is death, except the cell the tail leaves on this
   same move (legal when not eating). Eating grows the snake by one and spawns new food on a
   uniformly random free cell; with no free cell left the game is won.
-- Rewards: `food_reward` for eating, `death_reward` for dying, `step_reward` otherwise.
+- Rewards: `food_reward` for eating, `death_reward` for dying, `step_reward` otherwise; with
+  `approach_reward` (a training option, off by default), plus that much per cell a move brings
+  the head closer to the food (Manhattan distance; minus per cell farther). It is a potential
+  difference: over any path from one food to the next it sums to the same, so it says "go to the
+  food now" without changing which path is best.
 - Truncation (reward as usual, never a death): `max_steps` moves in the episode, or
   `starvation_steps` moves since the last food (with `starvation_is_death`, a training option,
   starving is a death instead: `death_reward`, terminated).
@@ -140,6 +144,11 @@ def _check_float(name: str, value: Any) -> float:
     return float(value)
 
 
+def _distance(a: jax.Array, b: jax.Array, grid_size: int) -> jax.Array:
+    """Manhattan distance between flat cell indices `a` and `b`."""
+    return jnp.abs(a // grid_size - b // grid_size) + jnp.abs(a % grid_size - b % grid_size)
+
+
 class SnakeEnv:
     """Single-snake game on a square board; `reset`/`step` are pure, `vmap` them for a batch.
 
@@ -158,6 +167,7 @@ class SnakeEnv:
         long_start_prob: float = 0.0,
         long_start_fill: tuple[float, float] = (0.5, 0.85),
         starvation_is_death: bool = False,
+        approach_reward: float = 0.0,
     ) -> None:
         self.grid_size = _check_int("grid_size", grid_size, MIN_GRID, MAX_GRID)
         cells = self.grid_size**2
@@ -180,6 +190,7 @@ class SnakeEnv:
         shortest = max(START_LENGTH, round(lo * cells))
         self.long_start_lengths = (shortest, min(cells - 1, max(shortest, round(hi * cells))))
         self.starvation_is_death = bool(starvation_is_death)
+        self.approach_reward = _check_float("approach_reward", approach_reward)
         # A curriculum needs more random words a reset; without one, games stay as they were.
         self._draws = _NUM_DRAWS_LONG if self.long_start_prob > 0 else _NUM_DRAWS
 
@@ -407,11 +418,11 @@ class SnakeEnv:
         cells = jnp.arange(g * g, dtype=jnp.int32)
         body = jnp.where(cells == head, length.astype(jnp.int16), body)
         won = ate & (length == g * g)
-        reward = jnp.where(
-            terminated_by_death,
-            self.death_reward,
-            jnp.where(ate, self.food_reward, self.step_reward),
-        ).astype(jnp.float32)
+        alive_reward = jnp.where(ate, self.food_reward, self.step_reward)
+        if self.approach_reward:  # off: the reward is exactly as without the option
+            closer = _distance(state.head, state.food, g) - _distance(head, state.food, g)
+            alive_reward = alive_reward + self.approach_reward * closer
+        reward = jnp.where(terminated_by_death, self.death_reward, alive_reward).astype(jnp.float32)
         moved = state.replace(
             body=body,
             head=head,

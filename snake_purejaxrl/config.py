@@ -38,6 +38,9 @@ SETTINGS: tuple[Setting, ...] = (
           "snake (evaluation never does)", low=0, high=1, group="game", on_resume=True),
     Numbers("LONG_START_FILL", (0.5, 0.85), "curriculum: a long start fills between these "
             "shares of the board", high=1, count=2, group="game", on_resume=True),
+    Float("APPROACH_REWARD", 0.0, "training only: reward per cell a move brings the head closer "
+          "to the food (the same taken per cell farther; sums to the same over any path to it)",
+          low=0, group="game", on_resume=True),
     Bool("STARVATION_IS_DEATH", False, "training only: starving ends a game as a death (death "
          "reward, no bootstrap) instead of a truncation", group="game", on_resume=True),
     # ---- the agent
@@ -208,6 +211,7 @@ def make_env(config: dict[str, Any]) -> SnakeEnv:
         long_start_prob=config["LONG_START_PROB"],
         long_start_fill=config["LONG_START_FILL"],
         starvation_is_death=config["STARVATION_IS_DEATH"],
+        approach_reward=config["APPROACH_REWARD"],
     )
 
 

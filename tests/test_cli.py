@@ -10,6 +10,7 @@ import pytest
 import train_snake_purejaxrl as cli
 import train_snake_purejaxrl_impl as impl
 from snake_purejaxrl.config import RUN_OPTIONS, SETTING_BY_KEY, SETTINGS
+from snake_purejaxrl.evaluation import eval_env
 from snake_purejaxrl.settings import Bool, Choice, Float, Int, Numbers, Text
 from tests.cli_helpers import history, run_cli, wandb_records
 
@@ -251,6 +252,18 @@ def test_muon_is_the_default_optimizer_unless_an_adam_rate_is_given(argv, muon, 
     assert {key: config[key] for key in rates} == rates
     assert impl.validate_config({})["USE_MUON"] is True  # the Python API picks alike
     assert impl.validate_config({"LR": 1e-3})["USE_MUON"] is False
+
+
+def test_training_only_rules_reach_the_training_env_and_never_the_scored_one():
+    config = impl.validate_config(
+        {"GRID_SIZE": 8, "APPROACH_REWARD": 0.05, "STARVATION_IS_DEATH": True,
+         "LONG_START_PROB": 0.3, "STARVATION_STEPS": 40}
+    )  # fmt: skip
+    trained, scored = impl.make_parts(config).env, eval_env(config)
+    assert (trained.approach_reward, trained.starvation_is_death) == (0.05, True)
+    assert (trained.long_start_prob, trained.starvation_steps) == (0.3, 40)
+    assert (scored.approach_reward, scored.starvation_is_death) == (0.0, False)
+    assert (scored.long_start_prob, scored.starvation_steps) == (0.0, 64)
 
 
 def test_the_game_settings_reach_the_env():

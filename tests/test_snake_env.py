@@ -380,6 +380,27 @@ def test_without_a_curriculum_every_game_starts_at_length_three():
     assert (np.asarray(states.length) == 3).all()
 
 
+def test_the_approach_reward_pays_the_food_distance_whatever_the_path():
+    """A potential difference: a direct path and a detour to the food earn the same in total,
+    each move is paid as it comes, a death earns only the death reward, and off means off."""
+    start, food = [(4, 4), (5, 4), (6, 4)], (1, 6)  # Manhattan distance 5
+    direct = [UP, UP, RIGHT, RIGHT, UP]
+    detour = [RIGHT, RIGHT, RIGHT, UP, UP, UP, LEFT]  # out past the food's column and back
+    for coef in (0.0, 0.1):
+        env = SnakeEnv(8, approach_reward=coef)
+        for path in (direct, detour):
+            state, rewards = env.make_state(start, food), []
+            for move in path:
+                _, state, reward, done, info = step(env, state, move)
+                rewards.append(float(reward))
+            assert int(info["score"]) == 1 and rewards[-1] == pytest.approx(1.0 + coef)
+            assert sum(rewards) == pytest.approx(1.0 + 5 * coef)
+        assert rewards[:3] == pytest.approx([coef, coef, -coef])  # detour: closer twice, then past
+        dead = env.make_state([(0, 3), (1, 3), (2, 3)], food=(5, 3))
+        _, _, reward, done, _ = step(env, dead, UP)  # into the wall
+        assert done and float(reward) == -1.0
+
+
 def test_starving_can_be_made_a_death_for_training_and_hunger_counts_towards_it():
     moves = [RIGHT, UP, LEFT]
     for as_death in (False, True):
