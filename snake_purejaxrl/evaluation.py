@@ -98,16 +98,27 @@ def make_replay(config: dict[str, Any], greedy: bool) -> Callable:
     return replay
 
 
+def _median_or_none(scores: np.ndarray) -> float | None:
+    return float(np.median(scores)) if scores.size else None
+
+
 def eval_summary(result: dict[str, np.ndarray], max_score: int) -> dict[str, float]:
-    """The figures of an evaluation: score distribution, win rate, length, steps per food."""
+    """The figures of an evaluation: score distribution, win rate, length, steps per food, and
+    how the other games were lost (starved or crashed, and the median score at which each came:
+    early losses and endgame losses need different fixes)."""
     score, length = np.asarray(result["score"]), np.asarray(result["length"])
+    won, starved = np.asarray(result["won"]), np.asarray(result["starved"])
+    crashed = ~won & ~starved
     return {
         "episodes": int(score.size),
         "mean_score": float(score.mean()),
         "median_score": float(np.median(score)),
         "max_score": int(score.max()),
         "win_rate": float(np.mean(result["won"])),
-        "starved_rate": float(np.mean(result["starved"])),
+        "starved_rate": float(np.mean(starved)),
+        "crashed_rate": float(np.mean(crashed)),
+        "starved_median_score": _median_or_none(score[starved]),
+        "crashed_median_score": _median_or_none(score[crashed]),
         "mean_length": float(length.mean()),
         "steps_per_food": float(length.sum() / max(score.sum(), 1)),
         "fill": float(score.mean() / max_score),
@@ -137,9 +148,11 @@ def replay_game(config: dict, params, greedy: bool, seed: int) -> tuple[np.ndarr
 def describe(figures: dict) -> str:
     """The figures of an evaluation as one line."""
     f = figures
+    at = lambda key: "" if f[key] is None else f" at median score {f[key]:.0f}"  # noqa: E731
     return (
         f"mean score {f['mean_score']:.2f}, median {f['median_score']:.1f}, max {f['max_score']}, "
-        f"win rate {f['win_rate']:.1%}, starved {f['starved_rate']:.1%}, mean length "
-        f"{f['mean_length']:.0f} moves, "
+        f"win rate {f['win_rate']:.1%}, starved {f['starved_rate']:.1%}"
+        f"{at('starved_median_score')}, crashed {f['crashed_rate']:.1%}"
+        f"{at('crashed_median_score')}, mean length {f['mean_length']:.0f} moves, "
         f"{f['steps_per_food']:.1f} steps per food ({f['episodes']} games)"
     )
