@@ -32,7 +32,7 @@ def choose(logits: jax.Array, key: jax.Array, greedy: bool) -> jax.Array:
 def make_evaluate(config: dict[str, Any], episodes: int, greedy: bool) -> Callable:
     """evaluate(params, key) -> {"score", "length", "won", "starved"}, each `(episodes,)`: the
     first game of `episodes` games played side by side by the policy (argmax, or sampled), one
-    jit. "starved": the game was cut for going too long without food (or too long overall)."""
+    jit. "starved": the game was cut for going too long without food."""
     parts = make_parts(config)._replace(env=eval_env(config))
     env = parts.env
 
@@ -104,8 +104,9 @@ def _median_or_none(scores: np.ndarray) -> float | None:
 
 def eval_summary(result: dict[str, np.ndarray], max_score: int) -> dict[str, float]:
     """The figures of an evaluation: score distribution, win rate, length, steps per food, and
-    how the other games were lost (starved or crashed, and the median score at which each came:
-    early losses and endgame losses need different fixes)."""
+    how the other games were lost (starved, or crashed: any other loss, which includes the rare
+    game cut at the overall move limit; and the median score at which each came: early losses
+    and endgame losses need different fixes)."""
     score, length = np.asarray(result["score"]), np.asarray(result["length"])
     won, starved = np.asarray(result["won"]), np.asarray(result["starved"])
     crashed = ~won & ~starved
