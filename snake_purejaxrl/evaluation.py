@@ -115,7 +115,7 @@ def eval_summary(result: dict[str, np.ndarray], max_score: int) -> dict[str, flo
         "mean_score": float(score.mean()),
         "median_score": float(np.median(score)),
         "max_score": int(score.max()),
-        "win_rate": float(np.mean(result["won"])),
+        "win_rate": float(np.mean(won)),
         "starved_rate": float(np.mean(starved)),
         "crashed_rate": float(np.mean(crashed)),
         "starved_median_score": _median_or_none(score[starved]),
@@ -146,14 +146,17 @@ def replay_game(config: dict, params, greedy: bool, seed: int) -> tuple[np.ndarr
     return frames[: end + 1], score[: end + 1]
 
 
+def _at_median(score: float | None) -> str:
+    return "" if score is None else f" at median score {score:.0f}"
+
+
 def describe(figures: dict) -> str:
     """The figures of an evaluation as one line."""
     f = figures
-    at = lambda key: "" if f[key] is None else f" at median score {f[key]:.0f}"  # noqa: E731
     return (
         f"mean score {f['mean_score']:.2f}, median {f['median_score']:.1f}, max {f['max_score']}, "
         f"win rate {f['win_rate']:.1%}, starved {f['starved_rate']:.1%}"
-        f"{at('starved_median_score')}, crashed {f['crashed_rate']:.1%}"
-        f"{at('crashed_median_score')}, mean length {f['mean_length']:.0f} moves, "
+        f"{_at_median(f['starved_median_score'])}, crashed {f['crashed_rate']:.1%}"
+        f"{_at_median(f['crashed_median_score'])}, mean length {f['mean_length']:.0f} moves, "
         f"{f['steps_per_food']:.1f} steps per food ({f['episodes']} games)"
     )
