@@ -150,6 +150,35 @@ def _pick_optimizer(cfg: dict[str, Any]) -> None:
         cfg["LR"] = ADAM_LR
 
 
+# Settings only one optimizer reads: Adam's rate, and Muon's with its aux Adam's.
+ADAM_ONLY = ("LR",)
+MUON_ONLY = ("MUON_LR", "AUX_ADAM_LR", "MUON_MOMENTUM", "MUON_NS_STEPS", "MUON_INPUT_LAYER")
+
+
+def check_optimizer_settings(given: dict[str, Any]) -> None:
+    """Refuse given settings that the picked optimizer would ignore (ConfigError naming them):
+    `--use-muon --lr X` would train Muon and never read X. Only what a user gave is checked; a
+    validated config carries LR even under Muon, and the Python API accepts that."""
+    cfg = {key: given.get(key) for key in ("USE_MUON", "LR")}
+    cfg["LR_SWEEP"] = given.get("LR_SWEEP", ())
+    _pick_optimizer(cfg)
+    picked, other = ("Muon", ADAM_ONLY) if cfg["USE_MUON"] else ("Adam", MUON_ONLY)
+    unused = [key for key in other if key in given]
+    if not unused:
+        return
+    if given.get("USE_MUON") is not None:
+        why = f"USE_MUON {'on' if cfg['USE_MUON'] else 'off'}"
+    else:
+        why = f"{'LR' if 'LR' in given else 'LR_SWEEP'} given"
+    if cfg["USE_MUON"]:
+        hint = "Muon takes MUON_LR, its aux Adam AUX_ADAM_LR; without USE_MUON it trains Adam"
+    else:
+        hint = f"drop {'them' if len(unused) > 1 else 'it'}, or train Muon with USE_MUON"
+    raise ConfigError(
+        f"{', '.join(unused)} would go unused: this run trains {picked} ({why}); {hint}"
+    )
+
+
 def _check_relations(cfg: dict[str, Any]) -> None:
     """Checks that involve more than one setting (ConfigError naming them)."""
     batch = cfg["NUM_ENVS"] * cfg["NUM_STEPS"]

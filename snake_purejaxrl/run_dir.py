@@ -24,6 +24,7 @@ from snake_purejaxrl.config import (
     MAX_CHUNK,
     OPTION_BY_KEY,
     SETTING_BY_KEY,
+    check_optimizer_settings,
     option_defaults,
     validate_config,
 )
@@ -195,6 +196,7 @@ class RunSetup(NamedTuple):
 def prepare(given: dict, given_options: dict) -> RunSetup:
     """A new run, or the one in --checkpoint-dir with --resume. Every check that can refuse
     comes first; only then are the directory made, its lock taken and its checkpoints opened."""
+    check_optimizer_settings(given)
     options = {**option_defaults(), **given_options}
     own_metrics = None
     if options["RESUME"]:
