@@ -181,6 +181,10 @@ def env_step(parts: Parts, runner: RunnerState, _) -> tuple[RunnerState, Transit
         parts, runner.params, runner.obs, runner.env_state, runner.mirrored
     )
     action = jax.random.categorical(key_action, logits)
+    greedy_games = round(cfg["GREEDY_SHARE"] * cfg["NUM_ENVS"])
+    if greedy_games:  # the first games play as evaluation does; the loss treats them alike
+        greedy = jnp.arange(cfg["NUM_ENVS"]) < greedy_games
+        action = jnp.where(greedy, jnp.argmax(logits, -1), action)
     log_prob = jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], -1)[:, 0]
     env_keys = jax.random.split(key_env, cfg["NUM_ENVS"])
     obs, env_state, reward, done, info = jax.vmap(parts.env.step)(

@@ -74,6 +74,10 @@ SETTINGS: tuple[Setting, ...] = (
     Float("GAMMA", 0.999, "discount", low=0, high=1, group="PPO", on_resume=True),
     Float("GAE_LAMBDA", 0.95, "GAE lambda", low=0, high=1, group="PPO", on_resume=True),
     Float("CLIP_EPS", 0.2, "PPO ratio clip", low=0, low_open=True, group="PPO", on_resume=True),
+    Float("GREEDY_SHARE", 0.0, "training only: share of the training games that play "
+          "greedily (the most likely move, as --eval scores), so the updates also learn from "
+          "greedy play's mistakes, such as loops that sampling would leave", low=0, high=1,
+          high_open=True, group="PPO", on_resume=True),
     Float("ENT_COEF", 0.01, "entropy bonus weight", low=0, group="PPO", on_resume=True),
     Float("VF_COEF", 0.5, "value loss weight", low=0, group="PPO", on_resume=True),
     Float("MAX_GRAD_NORM", 0.5, "global gradient-norm clip", low=0, low_open=True, group="PPO",

@@ -245,6 +245,22 @@ def test_masked_policy_never_picks_a_move_that_dies_when_another_survives():
     assert died.any() and np.asarray(rollout.mask)[died].all()
 
 
+def test_greedy_share_makes_the_first_games_play_the_most_likely_move():
+    parts = impl.make_parts({**TINY, "GREEDY_SHARE": 0.5})  # games 0-3 of 8
+    runner = impl.init_runner(parts, jax.random.PRNGKey(0))
+    _, rollout = jax.jit(functools.partial(impl.collect_rollout, parts))(runner)
+    logits, _ = parts.network.apply(runner.params, rollout.features, rollout.mask)
+    steps, envs = rollout.action.shape
+    # Each rollout step's logits came from the weights of the start: one rollout, no update.
+    is_argmax = np.asarray(rollout.action == jnp.argmax(logits, -1))
+    assert is_argmax[:, :4].all()
+    assert not is_argmax[:, 4:].all()  # the other games sample (a fresh policy is near uniform)
+    chosen = np.take_along_axis(
+        np.asarray(jax.nn.log_softmax(logits)), np.asarray(rollout.action)[..., None], -1
+    )[..., 0]
+    np.testing.assert_allclose(rollout.log_prob, chosen, rtol=1e-5, atol=1e-6)
+
+
 # --------------------------------------------------------------------------- learning
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_a_short_run_on_8x8_learns_far_beyond_a_random_policy(precision):
