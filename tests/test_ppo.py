@@ -250,7 +250,6 @@ def test_greedy_share_makes_the_first_games_play_the_most_likely_move():
     runner = impl.init_runner(parts, jax.random.PRNGKey(0))
     _, rollout = jax.jit(functools.partial(impl.collect_rollout, parts))(runner)
     logits, _ = parts.network.apply(runner.params, rollout.features, rollout.mask)
-    steps, envs = rollout.action.shape
     # Each rollout step's logits came from the weights of the start: one rollout, no update.
     is_argmax = np.asarray(rollout.action == jnp.argmax(logits, -1))
     assert is_argmax[:, :4].all()
