@@ -4,12 +4,13 @@
   the agent then acts in its own frame (ahead, right, back, left), and `agent_moves` maps those
   actions back to the env's absolute moves.
 - `flood_features`: per move, the share of the free cells the head could still reach after it
-  and whether the tail is among them (a bit-parallel flood fill over packed board rows;
-  bool cells on boards wider than 32).
+  and whether the tail is among them, and optionally how far the food is through the free
+  cells (a bit-parallel flood fill over packed board rows; bool cells on boards wider than 32).
 - hunger: the moves since the last food (the board does not show it).
 
-`observe(config, obs, ...)` assembles them as the config's VIEW / FLOOD_FILL / HUNGER say.
-Snake-specific and independent of PPO: the trainer calls `observe`, tests call each piece.
+`observe(config, obs, ...)` assembles them as the config's VIEW / FLOOD_FILL / FOOD_DISTANCE /
+HUNGER say. Snake-specific and independent of PPO: the trainer calls `observe`, tests call each
+piece.
 """
 
 from __future__ import annotations
@@ -147,25 +148,38 @@ def _both_neighbours(x: jax.Array, axis: int) -> jax.Array:
     return ahead | behind
 
 
-def _flood(seed: jax.Array, passable: jax.Array, steps_per_check: int = 4) -> jax.Array:
+def _flood(
+    seed: jax.Array, passable: jax.Array, goal: jax.Array | None = None, steps_per_check: int = 4
+) -> tuple[jax.Array, jax.Array | None]:
     """Cells reachable from `seed` through `passable` cells (boards of `_as_board`), grown a
     cell at a time until nothing changes, `steps_per_check` cells between convergence checks
-    (fewer loop trips, same result)."""
+    (fewer loop trips, same result). With a `goal` board, also the breadth-first distance from
+    `seed` to it: the growth step at which the fill first touched it (-1: never)."""
     packed = seed.dtype == jnp.uint32
 
     def grow(reach):
         sideways = (reach << 1) | (reach >> 1) if packed else _both_neighbours(reach, -1)
         return (reach | sideways | _both_neighbours(reach, _row_axis(reach))) & passable
 
+    def touched(reach, distance, steps):
+        if goal is None:
+            return distance
+        found = (_cells_in(reach & goal) > 0) & (distance < 0)
+        return jnp.where(found, steps, distance)
+
     def step(carry):
-        reach, _ = carry
+        reach, _, distance, steps = carry
         grown = reach
         for _ in range(steps_per_check):
-            grown = grow(grown)
-        return grown, (grown != reach).any()
+            grown, steps = grow(grown), steps + 1
+            distance = touched(grown, distance, steps)
+        return grown, (grown != reach).any(), distance, steps
 
-    reach, _ = jax.lax.while_loop(lambda c: c[1], step, (seed & passable, jnp.array(True)))
-    return reach
+    start = seed & passable
+    no_distance = jnp.full(start.shape[: start.ndim - (1 if packed else 2)], -1, jnp.int32)
+    carry = (start, jnp.array(True), touched(start, no_distance, 0), jnp.int32(0))
+    reach, _, distance, _ = jax.lax.while_loop(lambda c: c[1], step, carry)
+    return reach, None if goal is None else distance
 
 
 def _cells_in(board: jax.Array) -> jax.Array:
@@ -176,18 +190,21 @@ def _cells_in(board: jax.Array) -> jax.Array:
 
 
 # `flood_features` layout: the reachable share per action (4), whether the tail is reachable per
-# action (4), then how full the board is (1). A mirrored game sees each action's features at its
-# mirror image's place.
+# action (4), how full the board is (1), then, with the food distance, how close the food is per
+# action (4). A mirrored game sees each action's features at its mirror image's place.
 MIRRORED_FLOOD_FEATURES = np.array([*MIRRORED_ACTIONS, *(4 + a for a in MIRRORED_ACTIONS), 8])
+MIRRORED_FOOD_FEATURES = np.array([*MIRRORED_FLOOD_FEATURES, *(9 + a for a in MIRRORED_ACTIONS)])
 
 
-def flood_features(obs: jax.Array, heading: jax.Array) -> jax.Array:
+def flood_features(obs: jax.Array, heading: jax.Array, food_distance: bool = False) -> jax.Array:
     """(B, 9) float32 look-ahead features, per move in the snake's frame (ahead, right, back,
     left): the share of the free cells the head can still reach after that move, and whether
     its tail is among them (a snake that can follow its tail survives); then how full the board
     is. A move into a wall or the body scores 0, 0 (back always does). After a move every body
     cell but the tail stays occupied (eating keeps the tail too: ignored here, a one-cell
-    difference)."""
+    difference). With `food_distance`, (B, 13): per move also how close the food is through
+    the cells it leaves free, 1 - d / G**2 for d moves after it (0: out of reach, or no move),
+    from the same fill."""
     g = obs.shape[1]
     order = obs[..., ORDER_CHANNEL]
     length = (order > 0).sum((1, 2))
@@ -201,13 +218,17 @@ def flood_features(obs: jax.Array, heading: jax.Array) -> jax.Array:
     seed = _as_board(
         ((jnp.arange(g * g) == target[..., None]) & inside[..., None]).reshape(*target.shape, g, g)
     )  # (B, 3, board): the cell each move enters
-    reach = _flood(seed, passable[:, None])
+    food = _as_board(obs[..., FOOD_CHANNEL] > 0)[:, None] if food_distance else None
+    reach, distance = _flood(seed, passable[:, None], food)
     free = (g * g - length + 1)[:, None]  # the free cells and the tail's, which frees on a move
     with_back = lambda x: jnp.insert(x, BACK, 0.0, axis=1)  # noqa: E731 - back scores 0, 0
     area = with_back(_cells_in(reach) / free)
     tail_reachable = with_back((_cells_in(reach & tail[:, None]) > 0).astype(jnp.float32))
     fill = (length / (g * g))[:, None]
-    return jnp.concatenate([area, tail_reachable, fill], -1).astype(jnp.float32)
+    features = [area, tail_reachable, fill]
+    if food_distance:
+        features.append(with_back(jnp.where(distance >= 0, 1 - distance / (g * g), 0.0)))
+    return jnp.concatenate(features, -1).astype(jnp.float32)
 
 
 class AgentInput(NamedTuple):
@@ -237,8 +258,10 @@ def observe(
         view, heading = obs, jnp.zeros(batch, jnp.int32)
     features = [view.reshape(batch, -1)]
     if config["FLOOD_FILL"]:
-        flood = flood_features(obs, heading)
-        features.append(jnp.where(mirrored[:, None], flood[:, MIRRORED_FLOOD_FEATURES], flood))
+        food_distance = config["FOOD_DISTANCE"]
+        flood = flood_features(obs, heading, food_distance)
+        swap = MIRRORED_FOOD_FEATURES if food_distance else MIRRORED_FLOOD_FEATURES
+        features.append(jnp.where(mirrored[:, None], flood[:, swap], flood))
     if config["HUNGER"]:
         features.append(hunger[:, None])
     return AgentInput(jnp.concatenate(features, -1), agent_moves(heading, mirrored))

@@ -59,6 +59,8 @@ SETTINGS: tuple[Setting, ...] = (
          group="agent"),
     Bool("FLOOD_FILL", True, "also give the network, per move, the share of free cells still "
          "reachable and whether the tail is", group="agent"),
+    Bool("FOOD_DISTANCE", False, "also give the network, per move, how many moves the food is "
+         "away through the free cells (from the flood fill; needs --flood-fill)", group="agent"),
     Bool("HUNGER", False, "also give the network the moves since the last food, as a share of "
          "the starvation limit", group="agent"),
     Bool("MIRROR", False, "augment: play a random half of the training games mirrored "
@@ -196,6 +198,8 @@ def _check_relations(cfg: dict[str, Any]) -> None:
             f"TOTAL_TIMESTEPS must be >= NUM_ENVS * NUM_STEPS = {batch} (one update), "
             f"got {cfg['TOTAL_TIMESTEPS']}"
         )
+    if cfg["FOOD_DISTANCE"] and not cfg["FLOOD_FILL"]:
+        raise ConfigError("FOOD_DISTANCE comes from the flood fill; it needs FLOOD_FILL on")
     if cfg["ANNEAL_LR"] and cfg["LR_SCHEDULE"] == "cosine":
         raise ConfigError("ANNEAL_LR is short for LR_SCHEDULE linear; it cannot go with cosine")
     if cfg["LR_SWEEP"] and cfg["USE_MUON"]:

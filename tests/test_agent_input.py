@@ -65,7 +65,7 @@ def test_agent_actions_are_moves_in_the_snakes_frame_mirrored_on_request():
 def test_a_mirrored_game_looks_flipped_and_acts_flipped():
     env, state = random_states(7, 16, 9, seed=5)
     obs = jax.vmap(env.observation)(state)
-    config = validate_config({"GRID_SIZE": 7, "FLOOD_FILL": True})
+    config = validate_config({"GRID_SIZE": 7, "FLOOD_FILL": True, "FOOD_DISTANCE": True})
     plain = agent_input.observe(config, obs)
     flipped = agent_input.observe(config, obs, jnp.ones(16, bool))
     view_size = 13 * 13 * 3
@@ -76,7 +76,9 @@ def test_a_mirrored_game_looks_flipped_and_acts_flipped():
         np.asarray(plain.features[:, view_size:]),
         np.asarray(flipped.features[:, view_size:]),
     )
-    np.testing.assert_array_equal(flood_mirrored[:, [1, 3, 5, 7]], flood[:, [3, 1, 7, 5]])
+    right_left, left_right = [1, 3, 5, 7, 10, 12], [3, 1, 7, 5, 12, 10]  # room, tail, food
+    np.testing.assert_array_equal(flood_mirrored[:, right_left], flood[:, left_right])
+    np.testing.assert_array_equal(flood_mirrored[:, [0, 4, 8, 9]], flood[:, [0, 4, 8, 9]])
     np.testing.assert_array_equal(flipped.moves[:, 1], plain.moves[:, 3])  # right acts as left
 
 
@@ -132,46 +134,59 @@ def random_snake(grid_size, rng):
     return cells if len(cells) >= 2 else random_snake(grid_size, rng)
 
 
-def reference_flood_features(cells, g):
-    """flood_features by a plain breadth-first search over (row, col) cells."""
+def reference_flood_features(cells, g, food=None):
+    """flood_features by a plain breadth-first search over (row, col) cells; with `food`, the
+    food's closeness per move too."""
     occupied = set(cells[:-1])  # the tail's cell frees as the snake moves
     (hr, hc), (nr, nc) = cells[0], cells[1]
     heading = MOVE_DELTAS.index((hr - nr, hc - nc))
     free = np.float32(g * g - len(cells) + 1)
-    area, tail = [0.0] * 4, [0.0] * 4
+    area, tail, closeness = [0.0] * 4, [0.0] * 4, [0.0] * 4
     for relative in (agent_input.AHEAD, agent_input.RIGHT, agent_input.LEFT):
         dr, dc = MOVE_DELTAS[(heading + relative) % 4]
         start = (hr + dr, hc + dc)
         if not (0 <= start[0] < g and 0 <= start[1] < g) or start in occupied:
             continue
-        reached, frontier = {start}, [start]
-        while frontier:
-            r, c = frontier.pop()
-            for dr, dc in MOVE_DELTAS:
-                cell = (r + dr, c + dc)
-                inside = 0 <= cell[0] < g and 0 <= cell[1] < g
-                if inside and cell not in occupied and cell not in reached:
-                    reached.add(cell)
-                    frontier.append(cell)
-        area[relative] = np.float32(len(reached)) / free
-        tail[relative] = float(cells[-1] in reached)
-    return np.array([*area, *tail, np.float32(len(cells)) / np.float32(g * g)], np.float32)
+        distance, frontier = {start: 0}, [start]
+        while frontier:  # level by level: `distance` holds each cell's moves from `start`
+            next_frontier = []
+            for r, c in frontier:
+                for dr, dc in MOVE_DELTAS:
+                    cell = (r + dr, c + dc)
+                    inside = 0 <= cell[0] < g and 0 <= cell[1] < g
+                    if inside and cell not in occupied and cell not in distance:
+                        distance[cell] = distance[(r, c)] + 1
+                        next_frontier.append(cell)
+            frontier = next_frontier
+        area[relative] = np.float32(len(distance)) / free
+        tail[relative] = float(cells[-1] in distance)
+        if food in distance:
+            closeness[relative] = 1 - np.float32(distance[food]) / np.float32(g * g)
+    fill = np.float32(len(cells)) / np.float32(g * g)
+    return np.array([*area, *tail, fill, *(closeness if food else [])], np.float32)
 
 
+@pytest.mark.parametrize("food_distance", [False, True])
 @pytest.mark.parametrize("grid_size", [4, 7, 12, 32, 33, 40])
-def test_flood_features_equal_a_breadth_first_search_on_random_boards(grid_size):
+def test_flood_features_equal_a_breadth_first_search_on_random_boards(grid_size, food_distance):
     """Equal on 60 random snakes per board size (short and long, walled-in pockets, nearly full
     boards; packed rows up to 32 columns, bool cells beyond): the same cells reached, the same
-    tail flags. Shares to 1e-6: XLA's division may differ from numpy's in the last bit, while one
-    cell more or less moves a share by more than 1/4096."""
+    tail flags, the same distances to the food. Shares to 1e-6: XLA's division may differ from
+    numpy's in the last bit, while one cell more or less moves a share by more than 1/4096."""
     env, rng = SnakeEnv(grid_size), np.random.default_rng(grid_size)
     snakes = [random_snake(grid_size, rng) for _ in range(60)]
-    observations = []
+    observations, foods = [], []
     for cells in snakes:
         free = sorted({(r, c) for r in range(grid_size) for c in range(grid_size)} - set(cells))
-        state = env.make_state(cells, food=free[int(rng.integers(len(free)))])
-        observations.append(env.observation(state))
+        foods.append(free[int(rng.integers(len(free)))])
+        observations.append(env.observation(env.make_state(cells, food=foods[-1])))
     obs = jnp.stack(observations)
-    features = np.asarray(agent_input.flood_features(obs, agent_input.heading_of(obs)[1]))
-    expected = np.stack([reference_flood_features(cells, grid_size) for cells in snakes])
+    heading = agent_input.heading_of(obs)[1]
+    features = np.asarray(agent_input.flood_features(obs, heading, food_distance))
+    expected = np.stack([
+        reference_flood_features(cells, grid_size, food if food_distance else None)
+        for cells, food in zip(snakes, foods)
+    ])  # fmt: skip
     np.testing.assert_allclose(features, expected, rtol=1e-6, atol=0)
+    if food_distance:  # the food within reach of some move, at least once per board size
+        assert (features[:, 9:] > 0).any()

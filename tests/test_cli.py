@@ -216,6 +216,7 @@ def test_a_bad_value_of_every_setting_gets_one_line_naming_its_flag(setting, cap
         (["--lr", "abc"], "--lr"),
         (["--hidden-sizes", "32,x"], "--hidden-sizes"),
         (["--anneal-lr", "--lr-schedule", "cosine"], "--anneal-lr"),
+        (["--food-distance", "--no-flood-fill"], "--food-distance"),  # the fill computes it
         (["--lr-sweep", "1e-4,1e-3", "--use-muon"], "--lr-sweep"),
         (["--use-muon", "--lr", "1e-3"], "--lr"),  # Muon would never read it
         (["--lr", "1e-3", "--muon-lr", "0.02"], "--muon-lr"),  # Adam would never read it
