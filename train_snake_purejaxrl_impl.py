@@ -23,6 +23,7 @@ from flax import struct
 import muon_jax
 from snake_env import NUM_ACTIONS, SnakeEnv, SnakeState
 from snake_purejaxrl.agent_input import (
+    NetInput,
     allowed_moves,
     next_mirrored,
     observe,
@@ -102,7 +103,7 @@ class RunnerState:
 class Transition(NamedTuple):
     """One rollout step of every env; a rollout stacks these to (NUM_STEPS, NUM_ENVS, ...)."""
 
-    features: jax.Array  # the network's input (`observe`)
+    features: NetInput  # the network's input (`observe`)
     mask: jax.Array  # bool[4], the moves allowed when acting, in the agent's frame
     action: jax.Array  # in the agent's frame
     log_prob: jax.Array
@@ -254,7 +255,7 @@ def compute_gae(
 class Batch(NamedTuple):
     """A rollout flattened to (NUM_STEPS * NUM_ENVS, ...) samples: what the loss trains on."""
 
-    features: jax.Array
+    features: NetInput
     mask: jax.Array
     action: jax.Array
     log_prob: jax.Array

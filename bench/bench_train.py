@@ -108,7 +108,7 @@ def flops_per_update(parts: impl.Parts, runner: impl.RunnerState) -> float:
     size = cfg["MINIBATCH_SIZE"]
     tile = lambda x: jnp.resize(x, (size, *x.shape[1:]))  # noqa: E731
     batch = impl.Batch(
-        features=tile(agent_input.features),
+        features=jax.tree.map(tile, agent_input.features),
         mask=jnp.ones((size, 4), bool),
         action=jnp.zeros(size, jnp.int32),
         log_prob=jnp.zeros(size),

@@ -9,8 +9,10 @@
 - hunger: the moves since the last food (the board does not show it).
 
 `observe(config, obs, ...)` assembles them as the config's VIEW / FLOOD_FILL / FOOD_DISTANCE /
-HUNGER say. Snake-specific and independent of PPO: the trainer calls `observe`, tests call each
-piece.
+HUNGER say, into a `NetInput`: the view's one-hot channels as cell indices and its off-board
+channel as a box, which the first layer reads without multiplying (`flat_input` gives the flat
+vector they stand for). Snake-specific and independent of PPO: the trainer calls `observe`,
+tests call each piece.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from snake_env import (
     FOOD_CHANNEL,
     HEAD_CHANNEL,
     NUM_ACTIONS,
+    NUM_CHANNELS,
     ORDER_CHANNEL,
     SnakeEnv,
     SnakeState,
@@ -71,10 +74,11 @@ def heading_of(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
 VIEW_CHANNELS = (FOOD_CHANNEL, ORDER_CHANNEL)
 
 
-def egocentric_view(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Head-centred, heading-up view `(B, W, W, 3)` (W = 2G - 1; channels: food, body order,
-    off the board) and the heading `(B,)`. Every head position and heading looks the same to
-    the agent, so what it learns in one place applies everywhere."""
+def egocentric_parts(obs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """The head-centred, heading-up view (W = 2G - 1) in parts: the body order `(B, W, W)`,
+    the food's view cell `(B,)` (W * W: no food), the board's rows [r0, r1) and columns
+    [c0, c1) in the view `(B, 4)`, and the heading `(B,)`. The food is one cell and the board a
+    rectangle, so the network reads them as indices (`network.InputDense`)."""
     batch, g = obs.shape[0], obs.shape[1]
     head, heading = heading_of(obs)
     off_row, off_col = _view_offsets(g)
@@ -85,8 +89,25 @@ def egocentric_view(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
     kept = obs[..., VIEW_CHANNELS].reshape(batch, g * g, len(VIEW_CHANNELS))
     board = jnp.concatenate([kept, jnp.zeros((batch, 1, len(VIEW_CHANNELS)))], axis=1)
     view = jnp.take_along_axis(board, source.reshape(batch, -1, 1), axis=1)
-    view = view.reshape(*source.shape, len(VIEW_CHANNELS))
-    return jnp.concatenate([view, (~inside)[..., None].astype(view.dtype)], -1), heading
+    rows_in, cols_in = inside.any(2), inside.any(1)  # the board is a rectangle in the view
+    r0, c0 = jnp.argmax(rows_in, -1), jnp.argmax(cols_in, -1)
+    box = jnp.stack([r0, r0 + rows_in.sum(-1), c0, c0 + cols_in.sum(-1)], -1)
+    return view[..., 1].reshape(source.shape), _lit_cell(view[..., 0]), box, heading
+
+
+def _lit_cell(channel: jax.Array) -> jax.Array:
+    """The index of the one lit cell of each one-hot channel `(..., cells)`; `cells` if none."""
+    lit = jnp.where(channel.max(-1) > 0, jnp.argmax(channel, -1), channel.shape[-1])
+    return lit.astype(jnp.int32)
+
+
+def egocentric_view(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Head-centred, heading-up view `(B, W, W, 3)` (W = 2G - 1; channels: food, body order,
+    off the board) and the heading `(B,)`. Every head position and heading looks the same to
+    the agent, so what it learns in one place applies everywhere."""
+    body, food_cell, box, heading = egocentric_parts(obs)
+    parts = NetInput(body[..., None], None, food_cell[:, None], box)
+    return _cell_image(parts, CELL_LAYOUTS["egocentric"]), heading
 
 
 def agent_moves(heading: jax.Array, mirrored: jax.Array) -> jax.Array:
@@ -231,11 +252,75 @@ def flood_features(obs: jax.Array, heading: jax.Array, food_distance: bool = Fal
     return jnp.concatenate(features, -1).astype(jnp.float32)
 
 
+class NetInput(NamedTuple):
+    """The network's input, as `flat_input` lays it out, kept in parts that are cheap to
+    multiply: a one-hot channel (the food; the board's head) is one cell, and the egocentric
+    view's off-board channel is 1 outside a rectangle, so the first layer gathers their weights
+    instead of multiplying by them (`network.InputDense`)."""
+
+    cells: jax.Array  # (B, R, C, K) float32: the view's channels of kind "dense"
+    extras: jax.Array | None  # (B, E) float32: the flood-fill look-ahead, then hunger
+    lit_cells: jax.Array | None = None  # (B, L) int32: each "one-hot" channel's cell (R*C: none)
+    board_box: jax.Array | None = None  # (B, 4) int32: the board's rows [r0, r1), columns [c0, c1)
+
+
+# Per view cell, the kind of each channel of the flat input, in the kernel's order. Egocentric:
+# food, body order, off the board. The board: the env's channels (head, body, food, order).
+CELL_LAYOUTS = {
+    "egocentric": ("one-hot", "dense", "outside box"),
+    "board": tuple(
+        "one-hot" if c in (HEAD_CHANNEL, FOOD_CHANNEL) else "dense" for c in range(NUM_CHANNELS)
+    ),
+}
+
+
+def _cell_image(x: NetInput, layout: tuple[str, ...]) -> jax.Array:
+    """The input's view as an image `(B, R, C, len(layout))`, its channels as `layout` says."""
+    *batch, rows, cols, _ = x.cells.shape
+    dense = iter(jnp.moveaxis(x.cells, -1, 0))
+    lit = iter(jnp.moveaxis(x.lit_cells, -1, 0)) if x.lit_cells is not None else iter(())
+    channels = []
+    for kind in layout:
+        if kind == "dense":
+            channels.append(next(dense))
+        elif kind == "one-hot":
+            hot = jax.nn.one_hot(next(lit), rows * cols + 1)[..., : rows * cols]
+            channels.append(hot.reshape(*batch, rows, cols))
+        else:
+            r0, r1, c0, c1 = (b[..., None] for b in jnp.moveaxis(x.board_box, -1, 0))
+            rows_in = (jnp.arange(rows) >= r0) & (jnp.arange(rows) < r1)
+            cols_in = (jnp.arange(cols) >= c0) & (jnp.arange(cols) < c1)
+            channels.append(
+                (~(rows_in[..., :, None] & cols_in[..., None, :])).astype(x.cells.dtype)
+            )
+    return jnp.stack(channels, -1)
+
+
+def flat_input(x: NetInput, layout: tuple[str, ...]) -> jax.Array:
+    """The input as one vector per game `(B, F)`: each view cell's channels (`layout`), row by
+    row, then the extras. This is the layout of the first layer's kernel."""
+    cells = _cell_image(x, layout)
+    extras = [] if x.extras is None else [x.extras]
+    return jnp.concatenate([cells.reshape(*cells.shape[:-3], -1), *extras], -1)
+
+
 class AgentInput(NamedTuple):
     """What the network is given for a batch of games, computed once per env step."""
 
-    features: jax.Array  # (B, F) float32, the network's input
+    features: NetInput  # the network's input
     moves: jax.Array  # (B, 4) int32, the env's move for each agent action (`agent_moves`)
+
+
+def _mirror_view(body, food_cell, box, mirrored):
+    """The view's parts flipped left-right where `mirrored`."""
+    w = body.shape[1]
+    flipped_food = jnp.where(food_cell < w * w, food_cell + w - 1 - 2 * (food_cell % w), food_cell)
+    flipped_box = jnp.stack([box[:, 0], box[:, 1], w - box[:, 3], w - box[:, 2]], -1)
+    return (
+        jnp.where(mirrored[:, None, None], body[:, :, ::-1], body),
+        jnp.where(mirrored, flipped_food, food_cell),
+        jnp.where(mirrored[:, None], flipped_box, box),
+    )
 
 
 def observe(
@@ -252,16 +337,24 @@ def observe(
     batch = obs.shape[0]
     mirrored = jnp.zeros(batch, bool) if mirrored is None else mirrored
     if config["VIEW"] == "egocentric":
-        view, heading = egocentric_view(obs)
-        view = jnp.where(mirrored[:, None, None, None], view[:, :, ::-1], view)
+        body, food_cell, box, heading = egocentric_parts(obs)
+        body, food_cell, box = _mirror_view(body, food_cell, box, mirrored)
+        net_input = NetInput(body[..., None], None, food_cell[:, None], box)
     else:
-        view, heading = obs, jnp.zeros(batch, jnp.int32)
-    features = [view.reshape(batch, -1)]
+        heading = jnp.zeros(batch, jnp.int32)
+        kinds = CELL_LAYOUTS["board"]
+        dense = [c for c, kind in enumerate(kinds) if kind == "dense"]
+        hot = [c for c, kind in enumerate(kinds) if kind == "one-hot"]
+        lit = _lit_cell(jnp.moveaxis(obs[..., hot].reshape(batch, -1, len(hot)), 1, 2))
+        net_input = NetInput(obs[..., dense], None, lit)
+    extras = []
     if config["FLOOD_FILL"]:
         food_distance = config["FOOD_DISTANCE"]
         flood = flood_features(obs, heading, food_distance)
         swap = MIRRORED_FOOD_FEATURES if food_distance else MIRRORED_FLOOD_FEATURES
-        features.append(jnp.where(mirrored[:, None], flood[:, swap], flood))
+        extras.append(jnp.where(mirrored[:, None], flood[:, swap], flood))
     if config["HUNGER"]:
-        features.append(hunger[:, None])
-    return AgentInput(jnp.concatenate(features, -1), agent_moves(heading, mirrored))
+        extras.append(hunger[:, None])
+    if extras:
+        net_input = net_input._replace(extras=jnp.concatenate(extras, -1))
+    return AgentInput(net_input, agent_moves(heading, mirrored))

@@ -16,6 +16,7 @@ import numpy as np
 
 import muon_jax
 from snake_env import NUM_ACTIONS
+from snake_purejaxrl.agent_input import CELL_LAYOUTS, NetInput
 from snake_purejaxrl.config import SETTING_BY_KEY
 
 INPUT_LAYER = "input_dense"  # the first layer's name: MUON_INPUT_LAYER=False keeps it on Adam
@@ -28,24 +29,76 @@ def layer_names(hidden_sizes: Sequence[int]) -> list[str]:
     return [INPUT_LAYER if i == 0 else f"hidden_dense_{i}" for i in range(len(hidden_sizes))]
 
 
+class InputDense(nn.Module):
+    """`nn.Dense` over `flat_input(x, layout)` (the same kernel and bias, so the same weights
+    and checkpoints), computed without the flat input: only the "dense" channels are
+    multiplied; a "one-hot" channel's kernel row is gathered at its lit cell, and an "outside
+    box" channel's rows are summed outside the box from a 2-D prefix sum. The egocentric view
+    multiplies one channel of three (bench/RESULTS.md has what it bought)."""
+
+    features: int
+    kernel_init: Any
+    layout: tuple[str, ...]  # `agent_input.CELL_LAYOUTS[VIEW]`
+    dtype: str = "float32"  # of the dense channels' matmul and the output; the rest is float32
+
+    @nn.compact
+    def __call__(self, x: NetInput) -> jax.Array:
+        *batch, rows, cols, _ = x.cells.shape
+        view_size = rows * cols * len(self.layout)
+        extras = 0 if x.extras is None else x.extras.shape[-1]
+        kernel_shape = (view_size + extras, self.features)
+        kernel = self.param("kernel", self.kernel_init, kernel_shape, jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        view_kernel = kernel[:view_size].reshape(rows, cols, len(self.layout), self.features)
+        rows_of = lambda kind: [c for c, k in enumerate(self.layout) if k == kind]  # noqa: E731
+
+        dt = jnp.dtype(self.dtype)
+        dense_kernel = view_kernel[:, :, rows_of("dense")].reshape(-1, self.features)
+        out = x.cells.reshape(*batch, -1).astype(dt) @ dense_kernel.astype(dt)
+        if extras:
+            out = out + (x.extras @ kernel[view_size:]).astype(dt)
+        sparse = jnp.zeros(self.features)  # the gathered terms
+        no_cell = jnp.zeros((1, self.features))  # the row of a one-hot channel with no cell lit
+        for i, channel in enumerate(rows_of("one-hot")):
+            hot_rows = view_kernel[:, :, channel].reshape(-1, self.features)
+            sparse = sparse + jnp.concatenate([hot_rows, no_cell])[x.lit_cells[..., i]]
+        for channel in rows_of("outside box"):
+            sparse = sparse + _outside_box(view_kernel[:, :, channel], x.board_box)
+        return out + sparse.astype(dt) + bias.astype(dt)
+
+
+def _outside_box(weights: jax.Array, box: jax.Array) -> jax.Array:
+    """Sum of `weights` (R, C, F) over the cells outside each box `(..., 4)`: rows [r0, r1) x
+    columns [c0, c1), by a 2-D prefix sum (four gathers a game)."""
+    table = jnp.pad(weights.cumsum(0).cumsum(1), ((1, 0), (1, 0), (0, 0)))
+    r0, r1, c0, c1 = jnp.moveaxis(box, -1, 0)
+    inside = table[r1, c1] - table[r0, c1] - table[r1, c0] + table[r0, c0]
+    return table[-1, -1] - inside
+
+
 class MLP(nn.Module):
-    """Hidden layers computed in `dtype` (their weights are float32 either way); float32 out."""
+    """Hidden layers computed in `dtype` (their weights are float32 either way); float32 out.
+    The first reads a `NetInput` whose view has the given cell layout."""
 
     hidden_sizes: Sequence[int]
     activation: str
+    layout: tuple[str, ...]
     dtype: str = "float32"
 
     @nn.compact
-    def __call__(self, x):
-        for width, name in zip(self.hidden_sizes, layer_names(self.hidden_sizes)):
-            init = nn.initializers.orthogonal(np.sqrt(2))
-            dense = nn.Dense(width, kernel_init=init, dtype=self.dtype, name=name)
-            x = _ACTIVATIONS[self.activation](dense(x))
+    def __call__(self, x: NetInput) -> jax.Array:
+        init = nn.initializers.orthogonal(np.sqrt(2))
+        for i, (width, name) in enumerate(zip(self.hidden_sizes, layer_names(self.hidden_sizes))):
+            if i == 0:
+                layer = InputDense(width, init, self.layout, self.dtype, name=name)
+            else:
+                layer = nn.Dense(width, kernel_init=init, dtype=self.dtype, name=name)
+            x = _ACTIVATIONS[self.activation](layer(x))
         return x.astype(jnp.float32)
 
 
 class ActorCritic(nn.Module):
-    """Policy logits and value from a batch of agent inputs `(B, F)`.
+    """Policy logits and value from a batch of agent inputs (`NetInput`).
 
     torso "shared": one trunk, two heads; "separate": a critic trunk of its own. Masked moves
     get a logit of -1e9 (never -inf, which would make the entropy NaN)."""
@@ -54,22 +107,24 @@ class ActorCritic(nn.Module):
     torso: str = "shared"
     activation: str = "tanh"
     precision: str = "float32"  # of the trunks; the heads are float32
+    view: str = "egocentric"  # VIEW: the cell layout of the input (`CELL_LAYOUTS`)
 
     def setup(self):
         # Module names come from the attribute names; `module_split` lists the same ones.
-        self.trunk = MLP(self.hidden_sizes, self.activation, self.precision)
+        layout = CELL_LAYOUTS[self.view]
+        self.trunk = MLP(self.hidden_sizes, self.activation, layout, self.precision)
         if self.torso == "separate":
-            self.critic_trunk = MLP(self.hidden_sizes, self.activation, self.precision)
+            self.critic_trunk = MLP(self.hidden_sizes, self.activation, layout, self.precision)
         self.policy_head = nn.Dense(NUM_ACTIONS, kernel_init=nn.initializers.orthogonal(0.01))
         self.value_head = nn.Dense(1, kernel_init=nn.initializers.orthogonal(1.0))
 
-    def __call__(self, features: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, features: NetInput, mask: jax.Array) -> tuple[jax.Array, jax.Array]:
         actor_x = self.trunk(features)
         logits = self.policy_head(actor_x)
         critic_x = actor_x if self.torso == "shared" else self.critic_trunk(features)
         return jnp.where(mask, logits, -1e9), self.value_head(critic_x)[:, 0]
 
-    def value(self, features: jax.Array) -> jax.Array:
+    def value(self, features: NetInput) -> jax.Array:
         """The value alone (no mask, no policy head): for bootstrapping."""
         trunk = self.trunk if self.torso == "shared" else self.critic_trunk
         return self.value_head(trunk(features))[:, 0]
@@ -77,7 +132,7 @@ class ActorCritic(nn.Module):
 
 def make_network(config: dict[str, Any]) -> ActorCritic:
     return ActorCritic(config["HIDDEN_SIZES"], config["TORSO"], config["ACTIVATION"],
-                       config["PRECISION"])  # fmt: skip
+                       config["PRECISION"], config["VIEW"])  # fmt: skip
 
 
 def module_split(config: dict[str, Any]) -> dict[str, str]:

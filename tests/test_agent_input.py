@@ -68,14 +68,16 @@ def test_a_mirrored_game_looks_flipped_and_acts_flipped():
     config = validate_config({"GRID_SIZE": 7, "FLOOD_FILL": True, "FOOD_DISTANCE": True})
     plain = agent_input.observe(config, obs)
     flipped = agent_input.observe(config, obs, jnp.ones(16, bool))
-    view_size = 13 * 13 * 3
-    view = np.asarray(plain.features[:, :view_size]).reshape(16, 13, 13, 3)
-    view_mirrored = np.asarray(flipped.features[:, :view_size]).reshape(16, 13, 13, 3)
-    np.testing.assert_array_equal(view_mirrored, view[:, :, ::-1])
-    flood, flood_mirrored = (
-        np.asarray(plain.features[:, view_size:]),
-        np.asarray(flipped.features[:, view_size:]),
+    layout = agent_input.CELL_LAYOUTS["egocentric"]
+    flat, flat_mirrored = (
+        np.asarray(agent_input.flat_input(x.features, layout)) for x in (plain, flipped)
     )
+    view_size = 13 * 13 * 3
+    view = flat[:, :view_size].reshape(16, 13, 13, 3)
+    view_mirrored = flat_mirrored[:, :view_size].reshape(16, 13, 13, 3)
+    np.testing.assert_array_equal(view_mirrored, view[:, :, ::-1])
+    np.testing.assert_array_equal(view, agent_input.egocentric_view(obs)[0].reshape(view.shape))
+    flood, flood_mirrored = flat[:, view_size:], flat_mirrored[:, view_size:]
     right_left, left_right = [1, 3, 5, 7, 10, 12], [3, 1, 7, 5, 12, 10]  # room, tail, food
     np.testing.assert_array_equal(flood_mirrored[:, right_left], flood[:, left_right])
     np.testing.assert_array_equal(flood_mirrored[:, [0, 4, 8, 9]], flood[:, [0, 4, 8, 9]])

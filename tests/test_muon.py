@@ -42,7 +42,7 @@ def test_a_split_naming_a_module_the_params_lack_is_an_error():
 
 def actor_critic_params(config):
     network = make_network(config)
-    features = jnp.zeros((1, observe(config, jnp.zeros((1, 6, 6, 4))).features.shape[1]))
+    features = observe(config, jnp.zeros((1, 6, 6, 4)), hunger=jnp.zeros(1)).features
     return network.init(jax.random.PRNGKey(0), features, jnp.ones((1, 4), bool))
 
 

@@ -314,8 +314,8 @@ def test_with_hunger_the_agent_sees_the_moves_since_food_over_the_limit():
     for _ in range(6):
         before = np.asarray(runner.env_state.steps_since_food)  # when the agent acts
         runner, transition = impl.env_step(parts, runner, None)
-        np.testing.assert_allclose(transition.features[:, -1], before / 20)
+        np.testing.assert_allclose(transition.features.extras[:, -1], before / 20)
     assert before.max() > 0
     without = impl.make_parts({**TINY, "STARVATION_STEPS": 20})
     _, plain = impl.env_step(without, impl.init_runner(without, jax.random.PRNGKey(0)), None)
-    assert plain.features.shape[1] == transition.features.shape[1] - 1
+    assert plain.features.extras.shape[1] == transition.features.extras.shape[1] - 1
