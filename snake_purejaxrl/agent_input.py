@@ -274,6 +274,11 @@ CELL_LAYOUTS = {
 }
 
 
+def channels_of(layout: tuple[str, ...], kind: str) -> list[int]:
+    """The channels of `layout` (a `CELL_LAYOUTS` entry) that are of `kind`, in order."""
+    return [c for c, k in enumerate(layout) if k == kind]
+
+
 def _cell_image(x: NetInput, layout: tuple[str, ...]) -> jax.Array:
     """The input's view as an image `(B, R, C, len(layout))`, its channels as `layout` says."""
     *batch, rows, cols, _ = x.cells.shape
@@ -342,9 +347,8 @@ def observe(
         net_input = NetInput(body[..., None], None, food_cell[:, None], box)
     else:
         heading = jnp.zeros(batch, jnp.int32)
-        kinds = CELL_LAYOUTS["board"]
-        dense = [c for c, kind in enumerate(kinds) if kind == "dense"]
-        hot = [c for c, kind in enumerate(kinds) if kind == "one-hot"]
+        dense = channels_of(CELL_LAYOUTS["board"], "dense")
+        hot = channels_of(CELL_LAYOUTS["board"], "one-hot")
         lit = _lit_cell(jnp.moveaxis(obs[..., hot].reshape(batch, -1, len(hot)), 1, 2))
         net_input = NetInput(obs[..., dense], None, lit)
     extras = []

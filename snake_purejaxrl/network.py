@@ -16,7 +16,7 @@ import numpy as np
 
 import muon_jax
 from snake_env import NUM_ACTIONS
-from snake_purejaxrl.agent_input import CELL_LAYOUTS, NetInput
+from snake_purejaxrl.agent_input import CELL_LAYOUTS, NetInput, channels_of
 from snake_purejaxrl.config import SETTING_BY_KEY
 
 INPUT_LAYER = "input_dense"  # the first layer's name: MUON_INPUT_LAYER=False keeps it on Adam
@@ -50,19 +50,19 @@ class InputDense(nn.Module):
         kernel = self.param("kernel", self.kernel_init, kernel_shape, jnp.float32)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
         view_kernel = kernel[:view_size].reshape(rows, cols, len(self.layout), self.features)
-        rows_of = lambda kind: [c for c, k in enumerate(self.layout) if k == kind]  # noqa: E731
 
         dt = jnp.dtype(self.dtype)
-        dense_kernel = view_kernel[:, :, rows_of("dense")].reshape(-1, self.features)
+        dense = channels_of(self.layout, "dense")
+        dense_kernel = view_kernel[:, :, dense].reshape(-1, self.features)
         out = x.cells.reshape(*batch, -1).astype(dt) @ dense_kernel.astype(dt)
         if extras:
             out = out + (x.extras @ kernel[view_size:]).astype(dt)
         sparse = jnp.zeros(self.features)  # the gathered terms
         no_cell = jnp.zeros((1, self.features))  # the row of a one-hot channel with no cell lit
-        for i, channel in enumerate(rows_of("one-hot")):
+        for i, channel in enumerate(channels_of(self.layout, "one-hot")):
             hot_rows = view_kernel[:, :, channel].reshape(-1, self.features)
             sparse = sparse + jnp.concatenate([hot_rows, no_cell])[x.lit_cells[..., i]]
-        for channel in rows_of("outside box"):
+        for channel in channels_of(self.layout, "outside box"):
             sparse = sparse + _outside_box(view_kernel[:, :, channel], x.board_box)
         return out + sparse.astype(dt) + bias.astype(dt)
 
