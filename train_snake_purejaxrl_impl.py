@@ -270,8 +270,20 @@ def make_batch(rollout: Transition, advantages: jax.Array, targets: jax.Array) -
     return jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batch)
 
 
-def ppo_loss(params, parts: Parts, batch: Batch) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Clipped surrogate + clipped value loss - entropy bonus, on one minibatch."""
+def entropy_coefficient(cfg: dict[str, Any], update: jax.Array) -> jax.Array:
+    """The entropy bonus weight of update `update` (0: the first): ENT_COEF, or with
+    ENT_COEF_FINAL a straight line from ENT_COEF to ENT_COEF_FINAL at the last update."""
+    first, last = cfg["ENT_COEF"], cfg["ENT_COEF_FINAL"]
+    if last is None:
+        return jnp.float32(first)
+    progress = jnp.minimum(update / max(cfg["NUM_UPDATES"] - 1, 1), 1.0)
+    return (first * (1 - progress) + last * progress).astype(jnp.float32)  # exact at both ends
+
+
+def ppo_loss(
+    params, parts: Parts, batch: Batch, ent_coef: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Clipped surrogate + clipped value loss - `ent_coef` x entropy, on one minibatch."""
     cfg = parts.config
     logits, value = parts.network.apply(params, batch.features, batch.mask)
     log_probs = jax.nn.log_softmax(logits)
@@ -289,7 +301,7 @@ def ppo_loss(params, parts: Parts, batch: Batch) -> tuple[jax.Array, dict[str, j
     clipped_ratio = ratio.clip(1.0 - cfg["CLIP_EPS"], 1.0 + cfg["CLIP_EPS"])
     actor_loss = -jnp.minimum(ratio * advantage, clipped_ratio * advantage).mean()
 
-    total = actor_loss + cfg["VF_COEF"] * value_loss - cfg["ENT_COEF"] * entropy
+    total = actor_loss + cfg["VF_COEF"] * value_loss - ent_coef * entropy
     return total, {
         "total_loss": total,
         "value_loss": value_loss,
@@ -307,22 +319,22 @@ class Learner(NamedTuple):
     opt_state: Any
 
 
-def update_minibatch(parts: Parts, optimizer, learner: Learner, batch: Batch):
+def update_minibatch(parts: Parts, optimizer, ent_coef, learner: Learner, batch: Batch):
     """One optimizer step on one minibatch; returns the loss metrics and the gradient norm."""
-    grads, metrics = jax.grad(ppo_loss, has_aux=True)(learner.params, parts, batch)
+    grads, metrics = jax.grad(ppo_loss, has_aux=True)(learner.params, parts, batch, ent_coef)
     updates, opt_state = optimizer.update(grads, learner.opt_state, learner.params)
     params = optax.apply_updates(learner.params, updates)
     return Learner(params, opt_state), {**metrics, "grad_norm": optax.tree.norm(grads)}
 
 
-def update_epoch(parts: Parts, optimizer, batch: Batch, learner: Learner, key: jax.Array):
+def update_epoch(parts: Parts, optimizer, batch: Batch, ent_coef, learner: Learner, key: jax.Array):
     """Shuffle the rollout into NUM_MINIBATCHES minibatches and step on each."""
     cfg = parts.config
     permutation = jax.random.permutation(key, cfg["NUM_ENVS"] * cfg["NUM_STEPS"])
     minibatches = jax.tree.map(
         lambda x: x[permutation].reshape(cfg["NUM_MINIBATCHES"], -1, *x.shape[1:]), batch
     )
-    step = functools.partial(update_minibatch, parts, optimizer)
+    step = functools.partial(update_minibatch, parts, optimizer, ent_coef)
     return jax.lax.scan(step, learner, minibatches)
 
 
@@ -358,7 +370,8 @@ def update_step(parts: Parts, runner: RunnerState) -> tuple[RunnerState, dict[st
     advantages, targets = compute_gae(rollout, last_value, cfg["GAMMA"], cfg["GAE_LAMBDA"])
     batch = make_batch(rollout, advantages, targets)
     key, key_epochs = jax.random.split(runner.key)
-    epoch = functools.partial(update_epoch, parts, optimizer_of(parts, runner), batch)
+    ent_coef = entropy_coefficient(cfg, runner.update)
+    epoch = functools.partial(update_epoch, parts, optimizer_of(parts, runner), batch, ent_coef)
     learner, losses = jax.lax.scan(
         epoch,
         Learner(runner.params, runner.opt_state),
@@ -378,6 +391,7 @@ def update_step(parts: Parts, runner: RunnerState) -> tuple[RunnerState, dict[st
     )
     metrics = {
         **lr_metrics,
+        "ent_coef": ent_coef,
         **steps,
         "explained_variance": explained_variance(batch.value, batch.target),
         **jax.tree.map(jnp.mean, losses),

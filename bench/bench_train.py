@@ -118,7 +118,8 @@ def flops_per_update(parts: impl.Parts, runner: impl.RunnerState) -> float:
     )
     grad = jax.grad(impl.ppo_loss, has_aux=True)
     # The batch is an argument, not a closure: a constant batch gets folded at compile time.
-    backward = flops(lambda params, b: grad(params, parts, b), single.params, batch)
+    ent_coef = impl.entropy_coefficient(cfg, single.update)
+    backward = flops(lambda params, b: grad(params, parts, b, ent_coef), single.params, batch)
     optimizer = impl.optimizer_of(parts, single)
     grads = jax.tree.map(jnp.ones_like, single.params)
     step = flops(optimizer.update, grads, single.opt_state, single.params)

@@ -80,7 +80,11 @@ SETTINGS: tuple[Setting, ...] = (
           "greedily (the most likely move, as --eval scores), so the updates also learn from "
           "greedy play's mistakes, such as loops that sampling would leave", low=0, high=1,
           high_open=True, group="PPO", on_resume=True),
-    Float("ENT_COEF", 0.01, "entropy bonus weight", low=0, group="PPO", on_resume=True),
+    Float("ENT_COEF", 0.01, "entropy bonus weight (of the first update, with --ent-coef-final)",
+          low=0, group="PPO", on_resume=True),
+    Float("ENT_COEF_FINAL", None, "entropy bonus weight of the last update, reached in a "
+          "straight line from --ent-coef (stretches to the new length on --resume)", low=0,
+          auto="--ent-coef throughout", group="PPO", on_resume=True),
     Float("VF_COEF", 0.5, "value loss weight", low=0, group="PPO", on_resume=True),
     Float("MAX_GRAD_NORM", 0.5, "global gradient-norm clip", low=0, low_open=True, group="PPO",
           on_resume=True),
