@@ -98,6 +98,7 @@ class RunnerState:
     update: jax.Array  # int32, updates done
     learning_rates: dict[str, jax.Array]  # base rates by config key: a sweep varies these
     mirrored: jax.Array  # (NUM_ENVS,) bool, games shown mirrored (MIRROR; else all False)
+    average_params: Any  # the weights' mean over the run's tail (AVERAGE_LAST; else None)
 
 
 class Transition(NamedTuple):
@@ -132,6 +133,12 @@ def optimizer_of(parts: Parts, runner: RunnerState) -> optax.GradientTransformat
     return make_optimizer(parts.config, runner.learning_rates)
 
 
+def agent_params(runner: RunnerState):
+    """The weights of the agent a run keeps, as evaluation plays it: their mean over the run's
+    tail with AVERAGE_LAST, else the current weights."""
+    return runner.params if runner.average_params is None else runner.average_params
+
+
 def init_runner(
     parts: Parts, key: jax.Array, learning_rates: dict[str, jax.Array] | None = None
 ) -> RunnerState:
@@ -153,6 +160,7 @@ def init_runner(
         update=jnp.zeros((), jnp.int32),
         learning_rates=rates,
         mirrored=jnp.zeros(n, bool),
+        average_params=params if parts.config["AVERAGE_LAST"] else None,
     )
 
 
@@ -359,6 +367,20 @@ def explained_variance(value: jax.Array, target: jax.Array) -> jax.Array:
     return jnp.where(spread > 0, 1.0 - jnp.var(target - value) / spread, 0.0)
 
 
+def first_averaged_update(cfg: dict[str, Any]) -> int:
+    """The first update (counted from 1) of the last round(AVERAGE_LAST * NUM_UPDATES), whose
+    weights the kept agent averages."""
+    return cfg["NUM_UPDATES"] - round(cfg["AVERAGE_LAST"] * cfg["NUM_UPDATES"]) + 1
+
+
+def average_weights(cfg: dict[str, Any], average, params, update: jax.Array):
+    """The running mean of the weights since `first_averaged_update`, after update `update`
+    (before it: the current weights). Averaging the run's tail evens out the last updates'
+    noise, which greedy play magnifies."""
+    averaged = jnp.maximum(update - first_averaged_update(cfg) + 1, 1)  # updates in the mean
+    return optax.incremental_update(params, average, 1.0 / averaged)
+
+
 def update_step(parts: Parts, runner: RunnerState) -> tuple[RunnerState, dict[str, jax.Array]]:
     """The one PPO update: rollout, GAE, UPDATE_EPOCHS epochs of minibatch steps, metrics.
 
@@ -380,8 +402,15 @@ def update_step(parts: Parts, runner: RunnerState) -> tuple[RunnerState, dict[st
     update = runner.update + 1
     split = module_split(cfg) if cfg["USE_MUON"] else None  # groups: muon and aux, or adam
     steps = muon_jax.step_statistics(runner.params, learner.params, split)
+    average = runner.average_params
+    if average is not None:
+        average = average_weights(cfg, average, learner.params, update)
     runner = runner.replace(
-        params=learner.params, opt_state=learner.opt_state, key=key, update=update
+        params=learner.params,
+        opt_state=learner.opt_state,
+        key=key,
+        update=update,
+        average_params=average,
     )
     rates = muon_jax.applied_learning_rates(learner.opt_state)
     lr_metrics = (

@@ -21,6 +21,7 @@ import numpy as np
 from bench.common import machine_line
 from snake_purejaxrl.evaluation import evaluate_params
 from snake_purejaxrl.run_dir import SavedRun
+from train_snake_purejaxrl_impl import agent_params
 
 
 def evaluated_checkpoints(directory: str, episodes: int, seed: int) -> list[dict]:
@@ -30,7 +31,7 @@ def evaluated_checkpoints(directory: str, episodes: int, seed: int) -> list[dict
     config, points = saved.config, []
     for step in saved.checkpoints.steps():
         runner, history = saved.restore(step)
-        figures = evaluate_params(config, runner.params, episodes, True, seed)
+        figures = evaluate_params(config, agent_params(runner), episodes, True, seed)
         points.append({
             "update": step,
             "env_steps": step * config["NUM_ENVS"] * config["NUM_STEPS"],

@@ -16,6 +16,7 @@ import jax
 from snake_purejaxrl.evaluation import replay_game
 from snake_purejaxrl.rendering import render_rgb, save_gif
 from snake_purejaxrl.run_dir import SavedRun
+from train_snake_purejaxrl_impl import agent_params
 
 
 def main() -> None:
@@ -27,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     saved = SavedRun(args.checkpoint_dir)
     config, (runner, _) = saved.config, saved.restore()
-    params = jax.tree.map(lambda x: x[0], runner.params)
+    params = jax.tree.map(lambda x: x[0], agent_params(runner))
     frames, scores = replay_game(config, params, True, args.seed)
     keep = list(range(0, len(frames), args.every))
     keep += [len(frames) - 1] if keep[-1] != len(frames) - 1 else []

@@ -13,6 +13,7 @@ Problems reach the caller as `CheckpointError`, one line that names the director
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -32,6 +33,16 @@ WANDB_CLAIM = "wandb_logged.json"  # updates already handed to WandB (see `claim
 
 class CheckpointError(Exception):
     """A checkpoint directory that cannot be used; the message is one line."""
+
+
+def written_part(state: Any) -> Any:
+    """What of `state` goes to disk: of a dataclass, the fields that hold something. A field
+    left None (the averaged weights of a run that keeps none) is not written, so such a field
+    leaves the checkpoints of the runs without it as they were, and older ones restorable."""
+    if not dataclasses.is_dataclass(state):
+        return state
+    fields = (field.name for field in dataclasses.fields(state))
+    return {name: getattr(state, name) for name in fields if getattr(state, name) is not None}
 
 
 def first_line(error: BaseException, limit: int = 160) -> str:
@@ -120,7 +131,7 @@ class Checkpoints:
         """Write step `step` atomically and wait until it is on disk."""
         ocp = _orbax()
         args = ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
+            state=ocp.args.StandardSave(written_part(state)),
             history=ocp.args.StandardSave(history),
             meta=ocp.args.JsonSave({**meta, "format": FORMAT}),
         )
@@ -152,7 +163,7 @@ class Checkpoints:
         step = self._step(step)
         meta = self.meta(step)
         args = ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
+            state=ocp.args.StandardRestore(written_part(abstract_state)),
             history=ocp.args.StandardRestore(),
         )
         try:
@@ -163,7 +174,10 @@ class Checkpoints:
                 f"made by this version ({error_line(error)})"
             ) from None
         history = {k: np.asarray(v) for k, v in restored.history.items()}
-        return restored.state, history, meta
+        state = restored.state
+        if dataclasses.is_dataclass(abstract_state):
+            state = dataclasses.replace(abstract_state, **state)
+        return state, history, meta
 
     def _step(self, step: int | None) -> int:
         if step is not None:

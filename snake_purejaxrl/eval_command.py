@@ -18,6 +18,7 @@ from snake_purejaxrl.outputs import run_label
 from snake_purejaxrl.rendering import game_gif, render_ascii
 from snake_purejaxrl.run_dir import SavedRun, check_writable
 from snake_purejaxrl.settings import ConfigError
+from train_snake_purejaxrl_impl import agent_params, first_averaged_update
 
 
 def evaluate_command(given: dict, options: dict) -> int:
@@ -36,7 +37,8 @@ def evaluate_command(given: dict, options: dict) -> int:
     greedy, seed = options["EVAL_POLICY"] == "greedy", given.get("SEED", 0)
     env = eval_env(config)
     start = time.perf_counter()
-    figures = evaluate_params(config, runner.params, options["EVAL_EPISODES"], greedy, seed)
+    params = agent_params(runner)
+    figures = evaluate_params(config, params, options["EVAL_EPISODES"], greedy, seed)
     seconds = time.perf_counter() - start
     update = checkpoints.latest()
     print(
@@ -44,6 +46,14 @@ def evaluate_command(given: dict, options: dict) -> int:
         f"{update * config['NUM_ENVS'] * config['NUM_STEPS']:,} env steps per run): "
         f"{options['EVAL_POLICY']} policy, seed {seed}, {seconds:.1f} s"
     )
+    if config["AVERAGE_LAST"]:
+        first = first_averaged_update(config)
+        kept = (
+            f"the mean of its weights over updates {first}-{update}"
+            if update >= first
+            else f"its weights of update {update} (the mean starts at update {first})"
+        )
+        print(f"agent: {kept} (--average-last {config['AVERAGE_LAST']:g})")
     print(
         f"rules: {env.grid_size}x{env.grid_size}, starvation after {env.starvation_steps} moves "
         f"without food, at most {env.max_steps:,} moves, win = {env.max_score} food"
@@ -61,7 +71,7 @@ def evaluate_command(given: dict, options: dict) -> int:
             else:
                 out.writelines(json.dumps(row) + "\n" for row in rows)
     if options["RENDER_GIF"] or options["RENDER_ASCII"]:
-        first = jax.tree.map(lambda x: x[0], runner.params)
+        first = jax.tree.map(lambda x: x[0], params)
         frames, scores = replay_game(config, first, greedy, seed)
         if options["RENDER_GIF"]:
             Path(options["RENDER_GIF"]).parent.mkdir(parents=True, exist_ok=True)

@@ -93,7 +93,7 @@ def first_unhealthy(metrics: dict[str, np.ndarray]) -> tuple[int, str] | None:
 def final_evaluation(config: dict, runner, options: dict):
     """Evaluate the final agent of every run and render one game each as a GIF (for WandB)."""
     greedy = options["EVAL_POLICY"] == "greedy"
-    params = jax.device_get(runner.params)
+    params = jax.device_get(impl.agent_params(runner))
     summaries = evaluate_params(config, params, options["EVAL_EPISODES"], greedy, 0)
     gifs = []
     folder = tempfile.mkdtemp(prefix="snake-eval-")

@@ -16,25 +16,30 @@ from PIL import Image
 
 import train_snake_purejaxrl as cli
 import train_snake_purejaxrl_impl as impl
+from snake_purejaxrl import checkpoints as checkpoints_module
 from snake_purejaxrl.checkpoints import Checkpoints
-from snake_purejaxrl.run_dir import relocated
+from snake_purejaxrl.evaluation import evaluate_params
+from snake_purejaxrl.run_dir import SavedRun, relocated
 from snake_purejaxrl.training_loop import EXIT_NAN
 from tests.cli_helpers import history, read_rows, run_cli, start_cli, wandb_records, without_time
 
-# 48 updates of 16 games x 64 moves on 6x6 (about 0.05 s each here), a checkpoint every 4.
+# 48 updates of 16 games x 64 moves on 6x6 (about 0.05 s each here), a checkpoint every 4; the
+# kept agent is the mean of the last 12 updates' weights (so resuming must restore it too).
 ARGS = ["--total-timesteps", "49152", "--num-envs", "16", "--num-steps", "64", "--grid-size",
-        "6", "--hidden-sizes", "32,32", "--checkpoint-every", "4", "--quiet"]  # fmt: skip
+        "6", "--hidden-sizes", "32,32", "--checkpoint-every", "4", "--average-last", "0.25",
+        "--quiet"]  # fmt: skip
 CONFIG = {"TOTAL_TIMESTEPS": 49152, "NUM_ENVS": 16, "NUM_STEPS": 64, "GRID_SIZE": 6,
-          "HIDDEN_SIZES": (32, 32)}  # fmt: skip
+          "HIDDEN_SIZES": (32, 32), "AVERAGE_LAST": 0.25}  # fmt: skip
 UPDATES = 48
 
 
 def final_params(directory):
+    """The trained weights and the kept (averaged) ones of the run's latest checkpoint."""
     parts = impl.make_parts(CONFIG)
     state, _, _ = Checkpoints(directory, read_only=True).restore(
         jax.eval_shape(impl.init_runs(parts))
     )
-    return jax.device_get(state.params)
+    return jax.device_get({"trained": state.params, "kept": state.average_params})
 
 
 def assert_same_params(a, b):
@@ -270,6 +275,12 @@ def test_eval_prints_and_writes_the_figures_and_renders_a_gif_with_a_frame_per_m
     moves = int(proc.stdout.split(" moves, score")[0].split()[-1])
     assert gif.n_frames == moves + 1  # the start, then a frame per move
 
+    # The agent evaluated is the kept one (the weights' mean over the tail), not the last weights.
+    config, params = SavedRun(reference["dir"]).config, reference["params"]
+    (kept,) = evaluate_params(config, params["kept"], 20, True, 3)
+    (last,) = evaluate_params(config, params["trained"], 20, True, 3)
+    assert figures == kept and figures != last
+
 
 def test_a_non_finite_loss_stops_keeps_the_last_good_checkpoint_and_the_rows(reference, tmp_path):
     """A food reward at float32's limit makes the value loss overflow once food is eaten."""
@@ -301,6 +312,24 @@ def test_a_metrics_file_failing_mid_run_is_reported_once_and_training_finishes(t
     complaints = [line for line in proc.stderr.splitlines() if line.startswith("metrics:")]
     assert len(complaints) == 1 and "/dev/full" in complaints[0]
     assert saved_steps(tmp_path / "ckpt")[-1] == UPDATES  # the checkpoints all went on
+
+
+def test_a_run_without_averaged_weights_keeps_the_checkpoint_layout_of_older_versions(tmp_path):
+    """Its state on disk holds exactly the fields every earlier version wrote, so their
+    checkpoints still resume and evaluate."""
+    init = impl.init_runs(impl.make_parts({**CONFIG, "AVERAGE_LAST": 0.0}))
+    runner = init()
+    checkpoints = Checkpoints(tmp_path / "ckpt")
+    checkpoints.save(1, runner, {"total_loss": np.zeros((1, 1))}, {"config": {}})
+    ocp = checkpoints_module._orbax()
+    on_disk = checkpoints.manager.restore(
+        1, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+    ).state
+    assert set(on_disk) == {"params", "opt_state", "env_state", "obs", "episode_return", "key",
+                            "update", "learning_rates", "mirrored"}  # fmt: skip
+    restored, _, _ = checkpoints.restore(jax.eval_shape(init))
+    assert restored.average_params is None
+    assert_same_params(jax.device_get(restored.params), jax.device_get(runner.params))
 
 
 @pytest.mark.parametrize("flag", ["--metrics-out", "--checkpoint-dir"])

@@ -158,6 +158,30 @@ def test_the_entropy_weight_runs_in_a_straight_line_and_each_update_trains_with_
                            jax.tree.leaves(scheduled["runner_state"].params)[0])  # fmt: skip
 
 
+def test_the_kept_agent_is_the_mean_of_the_weights_over_the_runs_tail():
+    """AVERAGE_LAST 0.6 of 5 updates: the kept weights follow the trained ones through update 2,
+    then are the mean of updates 3.. so far; training itself is the same as without it."""
+    config = {**TINY, "TOTAL_TIMESTEPS": 8 * 16 * 5, "AVERAGE_LAST": 0.6}
+    init, step = impl.make_train_step(config)
+    runner, trained, kept = init(jax.random.PRNGKey(1)), [], []
+    for _ in range(5):
+        runner, _ = step(runner)
+        trained.append(runner.params)
+        kept.append(impl.agent_params(runner))
+    expected = trained[:2] + [
+        jax.tree.map(lambda *ps: np.mean(ps, axis=0), *trained[2:n]) for n in (3, 4, 5)
+    ]
+    for got, want in zip(kept, expected):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    assert not np.allclose(jax.tree.leaves(kept[-1])[0], jax.tree.leaves(trained[-1])[0])
+    plain = jax.jit(impl.make_train({**config, "AVERAGE_LAST": 0.0}))(jax.random.PRNGKey(1))
+    assert plain["runner_state"].average_params is None  # off: nothing extra carried or saved
+    assert impl.agent_params(plain["runner_state"]) is plain["runner_state"].params
+    for a, b in zip(jax.tree.leaves(plain["runner_state"].params), jax.tree.leaves(trained[-1])):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_training_vmaps_over_seeds_in_one_compile():
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     batched = jax.jit(jax.vmap(impl.make_train(TINY)))(keys)["metrics"]
