@@ -62,10 +62,9 @@ def main() -> None:
                            *[s.params for s in snapshots])
         for name, w in averages(steps, config["NUM_UPDATES"], args.tails, args.emas).items()
     }  # fmt: skip
-    if snapshots[-1].average_params is not None:
-        candidates[f"kept (--average-last {config['AVERAGE_LAST']:g})"] = snapshots[
-            -1
-        ].average_params
+    last = snapshots[-1]
+    if last.average_params is not None:
+        candidates[f"kept (--average-last {config['AVERAGE_LAST']:g})"] = last.average_params
     print("\n| weights | win rate per run | mean score per run |\n|---|---|---|")
     for name, params in candidates.items():
         figures = evaluate_params(config, params, args.episodes, True, args.seed)
