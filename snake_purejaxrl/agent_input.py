@@ -68,17 +68,17 @@ def heading_of(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
     return head, (neck_side + 2) % NUM_ACTIONS
 
 
-# Env channels the egocentric view keeps: food and body order. The head channel is constant in
-# this view (always the centre) and the body channel repeats `order > 0` (bench/RESULTS.md has
-# what dropping them bought).
-VIEW_CHANNELS = (FOOD_CHANNEL, ORDER_CHANNEL)
-
-
-def egocentric_parts(obs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """The head-centred, heading-up view (W = 2G - 1) in parts: the body order `(B, W, W)`,
-    the food's view cell `(B,)` (W * W: no food), the board's rows [r0, r1) and columns
-    [c0, c1) in the view `(B, 4)`, and the heading `(B,)`. The food is one cell and the board a
-    rectangle, so the network reads them as indices (`network.InputDense`)."""
+def egocentric_parts(
+    obs: jax.Array,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array, jax.Array]:
+    """The head-centred, heading-up view (W = 2G - 1) in parts: the body order as whole moves
+    `(B, W, W)` (each cell's countdown, 0 off the body: `countdown_dtype`), the snake's length
+    `(B,)` float32 (the order is countdown / length, as the env computes it), the food's view
+    cell `(B,)` (W * W: no food), the board's rows [r0, r1) and columns [c0, c1) in the view
+    `(B, 4)`, and the heading `(B,)`. The food is one cell and the board a rectangle, so the
+    network reads them as indices (`network.InputDense`); the order travels as small integers,
+    a quarter of float32's bytes through the rollout and its shuffles. The env's head channel
+    is left out (always the centre here), and so is its body channel (it repeats order > 0)."""
     batch, g = obs.shape[0], obs.shape[1]
     head, heading = heading_of(obs)
     off_row, off_col = _view_offsets(g)
@@ -86,13 +86,28 @@ def egocentric_parts(obs: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array, j
     cols = (head % g)[:, None, None] + jnp.asarray(off_col)[heading]
     inside = (rows >= 0) & (rows < g) & (cols >= 0) & (cols < g)
     source = jnp.where(inside, rows * g + cols, g * g)  # g*g: an all-zero padding cell
-    kept = obs[..., VIEW_CHANNELS].reshape(batch, g * g, len(VIEW_CHANNELS))
-    board = jnp.concatenate([kept, jnp.zeros((batch, 1, len(VIEW_CHANNELS)))], axis=1)
+    countdown, length = body_countdown(obs)
+    kept = jnp.stack([obs[..., FOOD_CHANNEL] > 0, countdown], -1).astype(countdown_dtype(g))
+    board = jnp.pad(kept.reshape(batch, g * g, 2), ((0, 0), (0, 1), (0, 0)))
     view = jnp.take_along_axis(board, source.reshape(batch, -1, 1), axis=1)
     rows_in, cols_in = inside.any(2), inside.any(1)  # the board is a rectangle in the view
     r0, c0 = jnp.argmax(rows_in, -1), jnp.argmax(cols_in, -1)
     box = jnp.stack([r0, r0 + rows_in.sum(-1), c0, c0 + cols_in.sum(-1)], -1)
-    return view[..., 1].reshape(source.shape), _lit_cell(view[..., 0]), box, heading
+    body = view[..., 1].reshape(source.shape)
+    return body, length.astype(jnp.float32), _lit_cell(view[..., 0]), box, heading
+
+
+def body_countdown(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Read back from the body order (countdown / length): how many more moves each cell stays
+    occupied `(B, G, G)` (whole numbers as float32; 0: free) and the snake's length `(B,)`."""
+    order = obs[..., ORDER_CHANNEL]
+    length = (order > 0).sum((1, 2))
+    return jnp.rint(order * length[:, None, None]), length
+
+
+def countdown_dtype(grid_size: int) -> jnp.dtype:
+    """The smallest unsigned integer that holds a countdown of up to G * G moves."""
+    return jnp.dtype(jnp.uint8 if grid_size * grid_size <= 255 else jnp.uint16)
 
 
 def _lit_cell(channel: jax.Array) -> jax.Array:
@@ -105,8 +120,8 @@ def egocentric_view(obs: jax.Array) -> tuple[jax.Array, jax.Array]:
     """Head-centred, heading-up view `(B, W, W, 3)` (W = 2G - 1; channels: food, body order,
     off the board) and the heading `(B,)`. Every head position and heading looks the same to
     the agent, so what it learns in one place applies everywhere."""
-    body, food_cell, box, heading = egocentric_parts(obs)
-    parts = NetInput(body[..., None], None, food_cell[:, None], box)
+    body, length, food_cell, box, heading = egocentric_parts(obs)
+    parts = NetInput(body[..., None], None, food_cell[:, None], box, length)
     return _cell_image(parts, CELL_LAYOUTS["egocentric"]), heading
 
 
@@ -227,9 +242,7 @@ def flood_features(obs: jax.Array, heading: jax.Array, food_distance: bool = Fal
     the cells it leaves free, 1 - d / G**2 for d moves after it (0: out of reach, or no move),
     from the same fill."""
     g = obs.shape[1]
-    order = obs[..., ORDER_CHANNEL]
-    length = (order > 0).sum((1, 2))
-    countdown = jnp.rint(order * length[:, None, None])  # moves each cell stays occupied
+    countdown, length = body_countdown(obs)
     passable = _as_board(countdown <= 1)  # free cells and the tail's
     tail = _as_board(countdown == 1)
     head, _ = heading_of(obs)
@@ -258,10 +271,19 @@ class NetInput(NamedTuple):
     view's off-board channel is 1 outside a rectangle, so the first layer gathers their weights
     instead of multiplying by them (`network.InputDense`)."""
 
-    cells: jax.Array  # (B, R, C, K) float32: the view's channels of kind "dense"
+    cells: jax.Array  # (B, R, C, K): the view's channels of kind "dense" (`dense_cells`)
     extras: jax.Array | None  # (B, E) float32: the flood-fill look-ahead, then hunger
     lit_cells: jax.Array | None = None  # (B, L) int32: each "one-hot" channel's cell (R*C: none)
     board_box: jax.Array | None = None  # (B, 4) int32: the board's rows [r0, r1), columns [c0, c1)
+    cells_scale: jax.Array | None = None  # (B,) float32: if set, `cells` are integers / this
+
+
+def dense_cells(x: NetInput) -> jax.Array:
+    """The "dense" channels' values, float32: `cells`, or `cells / cells_scale` when the cells
+    are stored as integers (the egocentric body order: countdown / length, exactly the env's)."""
+    if x.cells_scale is None:
+        return x.cells.astype(jnp.float32)
+    return x.cells.astype(jnp.float32) / x.cells_scale[..., None, None, None]
 
 
 # Per view cell, the kind of each channel of the flat input, in the kernel's order. Egocentric:
@@ -282,7 +304,7 @@ def channels_of(layout: tuple[str, ...], kind: str) -> list[int]:
 def _cell_image(x: NetInput, layout: tuple[str, ...]) -> jax.Array:
     """The input's view as an image `(B, R, C, len(layout))`, its channels as `layout` says."""
     *batch, rows, cols, _ = x.cells.shape
-    dense = iter(jnp.moveaxis(x.cells, -1, 0))
+    dense = iter(jnp.moveaxis(dense_cells(x), -1, 0))
     lit = iter(jnp.moveaxis(x.lit_cells, -1, 0)) if x.lit_cells is not None else iter(())
     channels = []
     for kind in layout:
@@ -295,9 +317,7 @@ def _cell_image(x: NetInput, layout: tuple[str, ...]) -> jax.Array:
             r0, r1, c0, c1 = (b[..., None] for b in jnp.moveaxis(x.board_box, -1, 0))
             rows_in = (jnp.arange(rows) >= r0) & (jnp.arange(rows) < r1)
             cols_in = (jnp.arange(cols) >= c0) & (jnp.arange(cols) < c1)
-            channels.append(
-                (~(rows_in[..., :, None] & cols_in[..., None, :])).astype(x.cells.dtype)
-            )
+            channels.append((~(rows_in[..., :, None] & cols_in[..., None, :])).astype(jnp.float32))
     return jnp.stack(channels, -1)
 
 
@@ -342,9 +362,9 @@ def observe(
     batch = obs.shape[0]
     mirrored = jnp.zeros(batch, bool) if mirrored is None else mirrored
     if config["VIEW"] == "egocentric":
-        body, food_cell, box, heading = egocentric_parts(obs)
+        body, length, food_cell, box, heading = egocentric_parts(obs)
         body, food_cell, box = _mirror_view(body, food_cell, box, mirrored)
-        net_input = NetInput(body[..., None], None, food_cell[:, None], box)
+        net_input = NetInput(body[..., None], None, food_cell[:, None], box, length)
     else:
         heading = jnp.zeros(batch, jnp.int32)
         dense = channels_of(CELL_LAYOUTS["board"], "dense")

@@ -16,7 +16,7 @@ import numpy as np
 
 import muon_jax
 from snake_env import NUM_ACTIONS
-from snake_purejaxrl.agent_input import CELL_LAYOUTS, NetInput, channels_of
+from snake_purejaxrl.agent_input import CELL_LAYOUTS, NetInput, channels_of, dense_cells
 from snake_purejaxrl.config import SETTING_BY_KEY
 
 INPUT_LAYER = "input_dense"  # the first layer's name: MUON_INPUT_LAYER=False keeps it on Adam
@@ -54,7 +54,7 @@ class InputDense(nn.Module):
         dt = jnp.dtype(self.dtype)
         dense = channels_of(self.layout, "dense")
         dense_kernel = view_kernel[:, :, dense].reshape(-1, self.features)
-        out = x.cells.reshape(*batch, -1).astype(dt) @ dense_kernel.astype(dt)
+        out = dense_cells(x).reshape(*batch, -1).astype(dt) @ dense_kernel.astype(dt)
         if extras:
             out = out + (x.extras @ kernel[view_size:]).astype(dt)
         sparse = jnp.zeros(self.features)  # the gathered terms

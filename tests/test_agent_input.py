@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snake_env import SnakeEnv
+from snake_env import ORDER_CHANNEL, SnakeEnv
 from snake_purejaxrl import agent_input
 from snake_purejaxrl.config import validate_config
 
@@ -136,6 +136,13 @@ def random_snake(grid_size, rng):
     return cells if len(cells) >= 2 else random_snake(grid_size, rng)
 
 
+def random_game(grid_size, rng):
+    """A `random_snake` and a food cell on a random free cell."""
+    cells = random_snake(grid_size, rng)
+    free = sorted({(r, c) for r in range(grid_size) for c in range(grid_size)} - set(cells))
+    return cells, free[int(rng.integers(len(free)))]
+
+
 def reference_flood_features(cells, g, food=None):
     """flood_features by a plain breadth-first search over (row, col) cells; with `food`, the
     food's closeness per move too."""
@@ -168,6 +175,27 @@ def reference_flood_features(cells, g, food=None):
     return np.array([*area, *tail, fill, *(closeness if food else [])], np.float32)
 
 
+@pytest.mark.parametrize("grid_size, stored_as", [(12, np.uint8), (16, np.uint16)])
+def test_the_view_holds_the_envs_body_order_exactly_while_storing_it_as_small_integers(
+    grid_size, stored_as
+):
+    """On random snakes up to nearly full boards (a 16x16 countdown passes 255)."""
+    env, rng = SnakeEnv(grid_size), np.random.default_rng(grid_size)
+    states = [env.make_state(*random_game(grid_size, rng)) for _ in range(40)]
+    obs = jnp.stack([env.observation(s) for s in states])
+    features = agent_input.observe(validate_config({"GRID_SIZE": grid_size}), obs).features
+    assert features.cells.dtype == stored_as  # a quarter (a half) of float32's bytes
+    order = np.asarray(agent_input.dense_cells(features)[..., 0])
+    g, w = grid_size, 2 * grid_size - 1
+    padded = np.pad(np.asarray(obs[..., ORDER_CHANNEL]), ((0, 0), (g - 1,) * 2, (g - 1,) * 2))
+    for game, state in enumerate(states):
+        row, col = divmod(int(state.head), g)
+        window = padded[game, row : row + w, col : col + w]  # centred on the head, heading up
+        reference = np.rot90(window, k=int(state.direction))  # turned so the snake heads up
+        assert np.array_equal(order[game], reference), game  # bit for bit: countdown / length
+    assert max(int(s.length) for s in states) > (200 if g == 16 else 100)
+
+
 @pytest.mark.parametrize("food_distance", [False, True])
 @pytest.mark.parametrize("grid_size", [4, 7, 12, 32, 33, 40])
 def test_flood_features_equal_a_breadth_first_search_on_random_boards(grid_size, food_distance):
@@ -176,13 +204,8 @@ def test_flood_features_equal_a_breadth_first_search_on_random_boards(grid_size,
     tail flags, the same distances to the food. Shares to 1e-6: XLA's division may differ from
     numpy's in the last bit, while one cell more or less moves a share by more than 1/4096."""
     env, rng = SnakeEnv(grid_size), np.random.default_rng(grid_size)
-    snakes = [random_snake(grid_size, rng) for _ in range(60)]
-    observations, foods = [], []
-    for cells in snakes:
-        free = sorted({(r, c) for r in range(grid_size) for c in range(grid_size)} - set(cells))
-        foods.append(free[int(rng.integers(len(free)))])
-        observations.append(env.observation(env.make_state(cells, food=foods[-1])))
-    obs = jnp.stack(observations)
+    snakes, foods = zip(*(random_game(grid_size, rng) for _ in range(60)))
+    obs = jnp.stack([env.observation(env.make_state(*game)) for game in zip(snakes, foods)])
     heading = agent_input.heading_of(obs)[1]
     features = np.asarray(agent_input.flood_features(obs, heading, food_distance))
     expected = np.stack([
