@@ -10,8 +10,9 @@
 
 `observe(config, obs, ...)` assembles them as the config's VIEW / FLOOD_FILL / FOOD_DISTANCE /
 HUNGER say, into a `NetInput`: the view's one-hot channels as cell indices and its off-board
-channel as a box, which the first layer reads without multiplying (`flat_input` gives the flat
-vector they stand for). Snake-specific and independent of PPO: the trainer calls `observe`,
+channel as a box, which the first layer reads without multiplying, and the egocentric body order
+as whole moves in bytes (`dense_cells` divides them back; `flat_input` gives the flat vector
+they all stand for). Snake-specific and independent of PPO: the trainer calls `observe`,
 tests call each piece.
 """
 
