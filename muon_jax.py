@@ -8,7 +8,9 @@ renamed layer can never silently change sides.
 Every learning rate is a float or an optax schedule (`count -> lr`), and each optimizer is wrapped
 in `optax.inject_hyperparams`, so the rate it actually applied lives in its state:
 `applied_learning_rates(opt_state)` reads it back (what the metrics report), never a recomputation.
-Muon itself is optax's (`optax.contrib.scale_by_muon`: Newton-Schulz, Nesterov momentum).
+Muon's momentum is optax's (`optax.contrib.scale_by_muon`, Nesterov); its Newton-Schulz steps
+run here (`newton_schulz`), on the Gram matrix where a matrix is wide, 3x faster on the input
+kernel.
 `step_statistics` says how far an update moved each optimizer group's weights.
 """
 
@@ -69,32 +71,81 @@ def muon_dimension_numbers(params):
     )
 
 
-def scale_by_width() -> optax.GradientTransformation:
-    """Keller Jordan's width scaling of an orthogonalized update: x sqrt(max(1, fan_out / fan_in))
-    (what optax's Muon applies; written here because optax keeps it private)."""
+NS_COEFFS = (3.4445, -4.7750, 2.0315)  # Keller Jordan's quintic, optax's default
+
+
+GRAM_RESTART = 3  # Gram steps before A is recomputed from X: float32 error 1e-4 -> 1e-5
+
+
+def newton_schulz(matrix: jax.Array, steps: int | jax.Array, eps: float = 1e-8) -> jax.Array:
+    """Muon's orthogonalization of a matrix, optax's: Frobenius-normalized, `steps` quintic
+    Newton-Schulz steps X -> M X, with A = X X^T on the short side and M = a + bA + cA^2.
+
+    Where the long side n is at least twice the short side m, the steps run on the Gram matrix
+    A alone: X_k = Q_k X_0 with Q_{k+1} = M_k Q_k and A_{k+1} = M_k A_k M_k, so X is touched
+    twice per `GRAM_RESTART` steps, not twice per step (5 steps: 4m^2 n + 20m^3 flops against
+    5(2m^2 n + m^3)). The Gram matrix squares X's condition number, so A is recomputed from X
+    every `GRAM_RESTART` steps, and its matmuls run at full float32 precision (not a GPU's
+    TF32)."""
+    tall = matrix.shape[0] > matrix.shape[1]
+    x = matrix.T if tall else matrix
+    x = x / (jnp.linalg.norm(x) + eps)
+    matmul = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+    a, b, c = NS_COEFFS
+    identity = jnp.eye(x.shape[0], dtype=x.dtype)
+
+    def polynomial(gram):
+        return a * identity + b * gram + c * matmul(gram, gram)
+
+    def gram_steps(restart, x):
+        def step(_, carry):
+            product, gram = carry
+            m = polynomial(gram)
+            return matmul(m, product), matmul(matmul(m, gram), m)
+
+        count = jnp.minimum(GRAM_RESTART, steps - restart * GRAM_RESTART)
+        product, _ = jax.lax.fori_loop(0, count, step, (identity, matmul(x, x.T)))
+        return matmul(product, x)
+
+    def plain_step(_, x):
+        return matmul(polynomial(matmul(x, x.T)), x)
+
+    if x.shape[1] >= 2 * x.shape[0]:
+        x = jax.lax.fori_loop(0, (steps + GRAM_RESTART - 1) // GRAM_RESTART, gram_steps, x)
+    else:
+        x = jax.lax.fori_loop(0, steps, plain_step, x)
+    return x.T if tall else x
+
+
+def orthogonalize_and_scale_by_width(ns_steps: int) -> optax.GradientTransformation:
+    """Muon's direction for each matrix (a conv kernel (h, w, in, out) as (h*w*in, out)):
+    `newton_schulz`, then Keller Jordan's width scaling x sqrt(max(1, fan_out / fan_in))
+    (what optax's Muon applies, private there)."""
+
+    def direction(u):
+        fan_in, fan_out = math.prod(u.shape[:-1]), u.shape[-1]
+        orthogonal = newton_schulz(u.reshape(fan_in, fan_out), ns_steps).reshape(u.shape)
+        return orthogonal * jnp.sqrt(max(1.0, fan_out / fan_in)).astype(u.dtype)
 
     def update(updates, state, params=None):
         del params
-
-        def scale(u):
-            fan_in, fan_out = math.prod(u.shape[:-1]), u.shape[-1]
-            return u * jnp.sqrt(max(1.0, fan_out / fan_in)).astype(u.dtype)
-
-        return jax.tree.map(scale, updates), state
+        return jax.tree.map(direction, updates), state
 
     return optax.GradientTransformation(optax.init_empty_state, update)
 
 
 def _muon(learning_rate, beta: float, ns_steps: int, nesterov: bool, weight_decay: float):
-    """optax's Muon direction, rescaled for the matrix shape, then the (schedulable) step size."""
+    """Muon: optax's Nesterov momentum (`scale_by_muon`, its own Newton-Schulz off: ns_steps=0
+    leaves the Frobenius normalization), `orthogonalize_and_scale_by_width`, then the
+    (schedulable) step size."""
     return optax.chain(
         scale_by_muon(
-            ns_steps=ns_steps,
+            ns_steps=0,
             beta=beta,
             nesterov=nesterov,
             weight_dimension_numbers=muon_dimension_numbers,
         ),
-        scale_by_width(),
+        orthogonalize_and_scale_by_width(ns_steps),
         optax.add_decayed_weights(weight_decay),
         optax.scale_by_learning_rate(learning_rate),
     )

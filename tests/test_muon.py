@@ -90,7 +90,7 @@ def test_muon_part_orthogonalizes_and_aux_part_is_plain_adam():
     grads = grads_like(params)
     tx = muon_jax.multi_transform_with_muon(0.02, 1e-3, HIDDEN)
     updates, _ = tx.update(grads, tx.init(params), params)
-    # scale_by_width multiplies a (16, 64) update by sqrt(fan_out / fan_in) = 2 after Newton-Schulz.
+    # The width scaling multiplies a (16, 64) update by sqrt(fan_out / fan_in) = 2.
     update = np.asarray(updates["hidden"]["kernel"]) / (-0.02 * 2.0)
     singular = np.linalg.svd(update, compute_uv=False)
     assert 0.3 < singular.min() and singular.max() < 1.6
@@ -136,3 +136,66 @@ def test_adam_chain_clips_gradients_and_reports_its_rate():
     assert isinstance(clip_state, optax.EmptyState)  # clipping first, Adam second
     adam_mu = optax.tree_utils.tree_get(state, "mu")
     np.testing.assert_allclose(adam_mu["w"], 0.1 * np.array([0.6, 0.8, 0.0]), rtol=1e-5)
+
+
+def textbook_newton_schulz(matrix, steps=5):
+    """Muon's quintic iteration as Keller Jordan writes it, in float64: X <- aX + (bA + cA^2)X,
+    A = X X^T, on the wide orientation."""
+    a, b, c = muon_jax.NS_COEFFS
+    x = np.asarray(matrix, np.float64)
+    x = x.T if x.shape[0] > x.shape[1] else x
+    x = x / np.linalg.norm(x)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if matrix.shape[0] > matrix.shape[1] else x
+
+
+def with_singular_values(rows, cols, smallest, seed):
+    rng = np.random.default_rng(seed)
+    u, _ = np.linalg.qr(rng.normal(size=(rows, min(rows, cols))))
+    v, _ = np.linalg.qr(rng.normal(size=(cols, min(rows, cols))))
+    return (u * np.logspace(0, np.log10(smallest), min(rows, cols))) @ v.T
+
+
+@pytest.mark.parametrize("shape", [(600, 32), (32, 600), (32, 32), (48, 32), (32, 96)])
+@pytest.mark.parametrize("smallest, tolerance", [(0.1, 2e-5), (1e-8, 1e-4)])
+def test_newton_schulz_is_the_textbook_iteration_on_the_gram_matrix_or_not(
+    shape, smallest, tolerance
+):
+    """(600, 32), (32, 600) and (32, 96) run on the Gram matrix, (32, 32) and (48, 32) the
+    plain way; both give Muon's iteration, also with singular values down to 1e-8 (the Gram
+    matrix squares the condition number: recomputing it every 3 steps keeps float32 at ~1e-5)."""
+    matrix = with_singular_values(*shape, smallest, seed=sum(shape))
+    expected = textbook_newton_schulz(matrix)
+    got = np.asarray(jax.jit(muon_jax.newton_schulz, static_argnums=1)(jnp.float32(matrix), 5))
+    assert got.shape == shape
+    assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < tolerance
+
+
+def test_muon_gives_optax_muons_update_for_every_matrix_shape():
+    """The same update as `optax.contrib.scale_by_muon` with its own Newton-Schulz, then the
+    width scaling: a wide, a tall, a square matrix and a conv kernel, over three steps of
+    momentum."""
+    params = {"wide": {"kernel": jnp.zeros((16, 96))}, "tall": {"kernel": jnp.zeros((300, 24))},
+              "square": {"kernel": jnp.zeros((24, 24))},
+              "conv": {"kernel": jnp.zeros((3, 3, 8, 16))}}  # fmt: skip
+    labels = functools.partial(muon_jax.muon_labels, split=dict.fromkeys(params, "muon"))
+
+    def widen(u):  # Keller Jordan's width scaling
+        return u * np.sqrt(max(1.0, u.shape[-1] / np.prod(u.shape[:-1])))
+
+    ours = muon_jax.multi_transform_with_muon(0.02, 1e-3, labels)
+    reference = optax.chain(
+        optax.contrib.scale_by_muon(weight_dimension_numbers=muon_jax.muon_dimension_numbers),
+        optax.stateless(lambda updates, params: jax.tree.map(widen, updates)),
+        optax.scale(-0.02),
+    )
+    state, reference_state = ours.init(params), reference.init(params)
+    assert jax.tree.structure(state) == jax.tree.structure(ours.init(params))
+    for step in range(3):
+        grads = grads_like(params, step)
+        got, state = ours.update(grads, state, params)
+        expected, reference_state = reference.update(grads, reference_state, params)
+        for name in params:
+            np.testing.assert_allclose(got[name]["kernel"], expected[name]["kernel"], atol=2e-6)
