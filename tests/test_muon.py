@@ -192,7 +192,9 @@ def test_muon_gives_optax_muons_update_for_every_matrix_shape():
         optax.scale(-0.02),
     )
     state, reference_state = ours.init(params), reference.init(params)
-    assert jax.tree.structure(state) == jax.tree.structure(ours.init(params))
+    is_muon_state = lambda s: isinstance(s, optax.contrib.MuonState)  # noqa: E731
+    muon_states = [s for s in jax.tree.leaves(state, is_leaf=is_muon_state) if is_muon_state(s)]
+    assert len(muon_states) == 1  # the momentum is optax's own state, as checkpoints hold it
     for step in range(3):
         grads = grads_like(params, step)
         got, state = ours.update(grads, state, params)
