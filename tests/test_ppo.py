@@ -139,21 +139,23 @@ def test_the_four_entry_points_give_the_same_metrics(use_muon):
 def test_the_entropy_weight_runs_in_a_straight_line_and_each_update_trains_with_its_own():
     """ENT_COEF_FINAL: update u of n weighs the entropy ENT_COEF + (FINAL - ENT_COEF) u/(n-1),
     reports that weight, and trains exactly as a constant weight of that value would."""
-    config = {**TINY, "ENT_COEF": 0.05, "ENT_COEF_FINAL": 0.001}
+    config = {**TINY, "ENT_COEF": 0.5, "ENT_COEF_FINAL": 0.001}
     key = jax.random.PRNGKey(2)
     scheduled = jax.jit(impl.make_train(config))(key)
-    np.testing.assert_allclose(scheduled["metrics"]["ent_coef"], [0.05, 0.0255, 0.001], rtol=1e-6)
+    np.testing.assert_allclose(scheduled["metrics"]["ent_coef"], [0.5, 0.2505, 0.001], rtol=1e-6)
     runner = None
-    for weight in (0.05, 0.0255, 0.001):  # one update each, a constant weight at a time
+    for weight in (0.5, 0.2505, 0.001):  # one update each, a constant weight at a time
         init, step = impl.make_train_step({**TINY, "ENT_COEF": weight})
         runner, metrics = step(init(key) if runner is None else runner)
         assert float(metrics["ent_coef"]) == pytest.approx(weight)
     for a, b in zip(
         jax.tree.leaves(runner.params), jax.tree.leaves(scheduled["runner_state"].params)
     ):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
-    constant = jax.jit(impl.make_train({**TINY, "ENT_COEF": 0.05}))(key)
-    np.testing.assert_array_equal(constant["metrics"]["ent_coef"], np.float32([0.05] * 3))
+        # Two differently compiled programs: float rounding apart (<= 6e-7 seen), while one
+        # update at another weight moves some weight by >= 3e-5.
+        np.testing.assert_allclose(a, b, rtol=0, atol=5e-6)
+    constant = jax.jit(impl.make_train({**TINY, "ENT_COEF": 0.5}))(key)
+    np.testing.assert_array_equal(constant["metrics"]["ent_coef"], np.float32([0.5] * 3))
     assert not np.allclose(jax.tree.leaves(constant["runner_state"].params)[0],
                            jax.tree.leaves(scheduled["runner_state"].params)[0])  # fmt: skip
 
