@@ -22,6 +22,7 @@ from flax import struct
 
 import muon_jax
 from snake_env import NUM_ACTIONS, SnakeEnv, SnakeState
+from snake_purejaxrl import shuffle
 from snake_purejaxrl.agent_input import (
     NetInput,
     allowed_moves,
@@ -338,7 +339,7 @@ def update_minibatch(parts: Parts, optimizer, ent_coef, learner: Learner, batch:
 def update_epoch(parts: Parts, optimizer, batch: Batch, ent_coef, learner: Learner, key: jax.Array):
     """Shuffle the rollout into NUM_MINIBATCHES minibatches and step on each."""
     cfg = parts.config
-    permutation = jax.random.permutation(key, cfg["NUM_ENVS"] * cfg["NUM_STEPS"])
+    permutation = shuffle.permutation(key, cfg["NUM_ENVS"] * cfg["NUM_STEPS"])
     minibatches = jax.tree.map(
         lambda x: x[permutation].reshape(cfg["NUM_MINIBATCHES"], -1, *x.shape[1:]), batch
     )
