@@ -189,11 +189,13 @@ def test_muon_and_adam_at_the_same_nominal_rate_take_different_steps():
 
 
 def test_a_bfloat16_network_reports_the_exact_scheduled_rates():
-    adam = metrics_of(ANNEAL_LR=True, PRECISION="bfloat16")["learning_rate"]
-    np.testing.assert_allclose(adam, annealed(TINY["LR"]), rtol=1e-6)
-    muon = metrics_of(USE_MUON=True, ANNEAL_LR=True, PRECISION="bfloat16")
-    np.testing.assert_allclose(muon["learning_rate"], annealed(TINY["MUON_LR"]), rtol=1e-6)
-    np.testing.assert_allclose(muon["aux_learning_rate"], annealed(TINY["AUX_ADAM_LR"]), rtol=1e-6)
+    for precision in ("bfloat16", "bfloat16-input"):
+        adam = metrics_of(ANNEAL_LR=True, PRECISION=precision)["learning_rate"]
+        np.testing.assert_allclose(adam, annealed(TINY["LR"]), rtol=1e-6)
+        muon = metrics_of(USE_MUON=True, ANNEAL_LR=True, PRECISION=precision)
+        np.testing.assert_allclose(muon["learning_rate"], annealed(TINY["MUON_LR"]), rtol=1e-6)
+        aux = annealed(TINY["AUX_ADAM_LR"])
+        np.testing.assert_allclose(muon["aux_learning_rate"], aux, rtol=1e-6)
 
 
 def test_explained_variance_is_reported_every_update_and_at_most_1():

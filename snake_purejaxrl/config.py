@@ -52,9 +52,10 @@ SETTINGS: tuple[Setting, ...] = (
     Choice("ACTIVATION", "tanh", "hidden-layer activation", choices=("tanh", "relu"),
            group="agent"),
     Choice("PRECISION", "float32", "number type of the hidden layers' matmuls and activations "
-           "(bfloat16: half the bits where the CPU or GPU has bf16 units; the weights, optimizer "
-           "state, heads, loss, advantages and value targets stay float32)",
-           choices=("float32", "bfloat16"), group="agent"),
+           "(bfloat16: half the bits where the CPU or GPU has bf16 units; bfloat16-input: only "
+           "the first layer's product over the view, its gradient float32; the weights, "
+           "optimizer state, heads, loss, advantages and value targets stay float32)",
+           choices=("float32", "bfloat16", "bfloat16-input"), group="agent"),
     Bool("ACTION_MASKING", True, "never sample moves that die at once (env.action_mask)",
          group="agent"),
     Bool("FLOOD_FILL", True, "also give the network, per move, the share of free cells still "

@@ -19,6 +19,7 @@ from snake_env import NUM_ACTIONS
 from snake_purejaxrl.agent_input import CELL_LAYOUTS, NetInput, channels_of, dense_cells
 from snake_purejaxrl.config import SETTING_BY_KEY
 
+INPUT_BFLOAT16 = "bfloat16-input"  # PRECISION: the input layer's product over the view alone
 INPUT_LAYER = "input_dense"  # the first layer's name: MUON_INPUT_LAYER=False keeps it on Adam
 TRUNK, CRITIC_TRUNK, POLICY_HEAD, VALUE_HEAD = "trunk", "critic_trunk", "policy_head", "value_head"
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
@@ -40,6 +41,7 @@ class InputDense(nn.Module):
     kernel_init: Any
     layout: tuple[str, ...]  # `agent_input.CELL_LAYOUTS[VIEW]`
     dtype: str = "float32"  # of the dense channels' matmul and the output; the rest is float32
+    # (INPUT_BFLOAT16: that matmul's inputs are bfloat16, its sum and everything else float32)
 
     @nn.compact
     def __call__(self, x: NetInput) -> jax.Array:
@@ -51,10 +53,13 @@ class InputDense(nn.Module):
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
         view_kernel = kernel[:view_size].reshape(rows, cols, len(self.layout), self.features)
 
-        dt = jnp.dtype(self.dtype)
+        dt = jnp.dtype("float32" if self.dtype == INPUT_BFLOAT16 else self.dtype)
         dense = channels_of(self.layout, "dense")
         dense_kernel = view_kernel[:, :, dense].reshape(-1, self.features)
-        out = dense_cells(x).reshape(*batch, -1).astype(dt) @ dense_kernel.astype(dt)
+        if self.dtype == INPUT_BFLOAT16:
+            out = _bfloat16_view_product(x, dense_kernel).reshape(*batch, self.features)
+        else:
+            out = dense_cells(x).reshape(*batch, -1).astype(dt) @ dense_kernel.astype(dt)
         if extras:
             out = out + (x.extras @ kernel[view_size:]).astype(dt)
         sparse = jnp.zeros(self.features)  # the gathered terms
@@ -65,6 +70,35 @@ class InputDense(nn.Module):
         for channel in channels_of(self.layout, "outside box"):
             sparse = sparse + _outside_box(view_kernel[:, :, channel], x.board_box)
         return out + sparse.astype(dt) + bias.astype(dt)
+
+
+def _bfloat16_view_product(x: NetInput, kernel: jax.Array) -> jax.Array:
+    """`dense_cells(x) @ kernel`, flat `(B, F)` float32, from bfloat16 inputs: stored integer
+    cells (exact in bfloat16 up to 256) are multiplied before `cells_scale` divides the sum."""
+    if x.cells_scale is None:
+        return bfloat16_product(dense_cells(x).reshape(-1, kernel.shape[0]), kernel)
+    cells = x.cells.reshape(-1, kernel.shape[0]).astype(jnp.bfloat16)
+    return bfloat16_product(cells, kernel) / x.cells_scale.reshape(-1, 1)
+
+
+@jax.custom_vjp
+def bfloat16_product(inputs: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`inputs @ kernel` `(B, K) @ (K, F)` with both rounded to bfloat16 and the sum float32.
+    The kernel's gradient is float32 (a bfloat16 one ran slower on this CPU); `inputs` are
+    data, their gradient zero."""
+    return jnp.dot(inputs.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16),
+                   preferred_element_type=jnp.float32)  # fmt: skip
+
+
+def _bfloat16_product_forward(inputs, kernel):
+    return bfloat16_product(inputs, kernel), inputs
+
+
+def _bfloat16_product_backward(inputs, grad):
+    return jnp.zeros_like(inputs), inputs.astype(jnp.float32).T @ grad
+
+
+bfloat16_product.defvjp(_bfloat16_product_forward, _bfloat16_product_backward)
 
 
 def _outside_box(weights: jax.Array, box: jax.Array) -> jax.Array:
@@ -92,7 +126,8 @@ class MLP(nn.Module):
             if i == 0:
                 layer = InputDense(width, init, self.layout, self.dtype, name=name)
             else:
-                layer = nn.Dense(width, kernel_init=init, dtype=self.dtype, name=name)
+                hidden = "float32" if self.dtype == INPUT_BFLOAT16 else self.dtype
+                layer = nn.Dense(width, kernel_init=init, dtype=hidden, name=name)
             x = _ACTIVATIONS[self.activation](layer(x))
         return x.astype(jnp.float32)
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from snake_purejaxrl import agent_input
+from snake_purejaxrl import agent_input, network
 from snake_purejaxrl.config import validate_config
 from snake_purejaxrl.network import InputDense
 from tests.test_agent_input import random_states
@@ -69,3 +69,41 @@ def test_the_input_layer_is_a_dense_layer_over_the_flat_input(view, grid_size):
     np.testing.assert_allclose(
         layer.apply(params, stacked).reshape(-1, 16), layer.apply(params, x), rtol=1e-6, atol=1e-6
     )
+
+
+def test_the_bfloat16_product_rounds_its_inputs_and_keeps_a_float32_kernel_gradient():
+    """PRECISION "bfloat16-input": bfloat16 inputs summed in float32, and the kernel's gradient
+    is the float32 one, inputs^T @ grad."""
+    rng = np.random.default_rng(0)
+    inputs = jnp.asarray(rng.uniform(0, 1, (64, 40)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(0, 0.3, (40, 8)), jnp.float32)
+    upstream = jnp.asarray(rng.normal(0, 1, (64, 8)), jnp.float32)
+    out = network.bfloat16_product(inputs, kernel)
+    assert out.dtype == jnp.float32
+    rounded = [np.asarray(a.astype(jnp.bfloat16), np.float64) for a in (inputs, kernel)]
+    np.testing.assert_allclose(out, rounded[0] @ rounded[1], rtol=1e-5, atol=1e-5)
+    assert not np.allclose(out, np.float64(inputs) @ np.float64(kernel), rtol=1e-5, atol=1e-5)
+    grad = jax.grad(lambda k: (network.bfloat16_product(inputs, k) * upstream).sum())(kernel)
+    assert grad.dtype == jnp.float32
+    expected = np.float64(inputs).T @ np.float64(upstream)
+    np.testing.assert_allclose(grad, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("grid_size", [4, 9])
+def test_a_bfloat16_input_layer_multiplies_the_exact_body_order_by_a_rounded_kernel(grid_size):
+    """The egocentric view's body order is stored as integers: in bfloat16 they stay exact, so
+    the layer is the float32 layer with the body order's kernel rows rounded to bfloat16."""
+    x = net_inputs("egocentric", grid_size)
+    layout = agent_input.CELL_LAYOUTS["egocentric"]
+    flat = agent_input.flat_input(x, layout)
+    params = InputDense(16, INIT, layout).init(jax.random.PRNGKey(0), x)
+    out = InputDense(16, INIT, layout, network.INPUT_BFLOAT16).apply(params, x)
+    kernel = params["params"]["kernel"]
+    row = np.arange(kernel.shape[0])
+    dense = agent_input.channels_of(layout, "dense")
+    dense_rows = (row < x.cells[0].size * len(layout)) & np.isin(row % len(layout), dense)
+    bf16_kernel = kernel.astype(jnp.bfloat16).astype(jnp.float32)
+    rounded = jnp.where(dense_rows[:, None], bf16_kernel, kernel)
+    expected = nn.Dense(16).apply({"params": {**params["params"], "kernel": rounded}}, flat)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(out, nn.Dense(16).apply(params, flat), rtol=1e-5, atol=1e-5)

@@ -312,7 +312,7 @@ def test_greedy_share_makes_the_first_games_play_the_most_likely_move():
 
 
 # --------------------------------------------------------------------------- learning
-@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "bfloat16-input"])
 def test_a_short_run_on_8x8_learns_far_beyond_a_random_policy(precision):
     config = dict(GRID_SIZE=8, NUM_ENVS=64, NUM_STEPS=64, TOTAL_TIMESTEPS=64 * 64 * 60,
                   NUM_MINIBATCHES=4, HIDDEN_SIZES=(128, 128), ANNEAL_LR=True, LR=1e-3,
