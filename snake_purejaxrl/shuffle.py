@@ -1,11 +1,11 @@
 """The order in which an epoch visits a rollout's samples: a random permutation that costs no sort.
 
 `jax.random.permutation` sorts the indices by random keys, twice (to make key ties vanishingly
-rare), and XLA's CPU sort takes ~5 ms per 32,768 keys: ~11 ms of every epoch, ~7% of a default
-update (bench/RESULTS.md, "The minibatch shuffle without a sort"). For a power-of-two count, the
+rare), and XLA's CPU sort is slow enough to be a noticeable share of an update (bench/RESULTS.md,
+"Today's CPU, the minibatch shuffle without a sort, ..."). For a power-of-two count, the
 permutation here is a keyed hash that maps each index to a distinct index: rounds of
 x -> (a x + c) mod n (a odd) then x -> x XOR (x >> bits/2), each of them a bijection of
-[0, n), with a random multiplier and offset per round. It is elementwise: microseconds.
+[0, n), with a random multiplier and offset per round. It is elementwise, so it costs no sort.
 """
 
 from __future__ import annotations
