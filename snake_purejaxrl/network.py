@@ -30,6 +30,12 @@ def layer_names(hidden_sizes: Sequence[int]) -> list[str]:
     return [INPUT_LAYER if i == 0 else f"hidden_dense_{i}" for i in range(len(hidden_sizes))]
 
 
+def layer_dtype(precision: str) -> str:
+    """The dtype of the layers' matmuls and activations under PRECISION: bfloat16-input rounds
+    only the input layer's product over the view, so every layer runs float32."""
+    return "float32" if precision == INPUT_BFLOAT16 else precision
+
+
 class InputDense(nn.Module):
     """`nn.Dense` over `flat_input(x, layout)` (the same kernel and bias, so the same weights
     and checkpoints), computed without the flat input: only the "dense" channels are
@@ -53,7 +59,7 @@ class InputDense(nn.Module):
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
         view_kernel = kernel[:view_size].reshape(rows, cols, len(self.layout), self.features)
 
-        dt = jnp.dtype("float32" if self.dtype == INPUT_BFLOAT16 else self.dtype)
+        dt = jnp.dtype(layer_dtype(self.dtype))
         dense = channels_of(self.layout, "dense")
         dense_kernel = view_kernel[:, :, dense].reshape(-1, self.features)
         if self.dtype == INPUT_BFLOAT16:
@@ -126,8 +132,7 @@ class MLP(nn.Module):
             if i == 0:
                 layer = InputDense(width, init, self.layout, self.dtype, name=name)
             else:
-                hidden = "float32" if self.dtype == INPUT_BFLOAT16 else self.dtype
-                layer = nn.Dense(width, kernel_init=init, dtype=hidden, name=name)
+                layer = nn.Dense(width, kernel_init=init, dtype=layer_dtype(self.dtype), name=name)
             x = _ACTIVATIONS[self.activation](layer(x))
         return x.astype(jnp.float32)
 
