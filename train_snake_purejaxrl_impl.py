@@ -183,6 +183,30 @@ def value_of(parts: Parts, params, obs: jax.Array, mirrored=None, hunger=None) -
     return parts.network.apply(params, features, method=ActorCritic.value)
 
 
+TRUNCATED_ROWS = 16  # games `truncation_values` values per trip of its loop
+
+
+def truncation_values(
+    parts: Parts, params, truncated: jax.Array, final_obs, mirrored, final_hunger
+) -> jax.Array:
+    """V(final observation) of the `truncated` games (B,), 0 for the others. Few games truncate
+    on a step (most steps: none), so they are gathered and valued TRUNCATED_ROWS at a time, in a
+    loop of as many trips as they need, rather than all B games behind a cond (which vmap, for
+    seeds side by side, turns into a select that values all B on every step)."""
+    n = truncated.shape[0]
+    padded = -(-n // TRUNCATED_ROWS) * TRUNCATED_ROWS
+    order = jnp.nonzero(truncated, size=padded, fill_value=n)[0]  # truncated first, then n
+    trips = (truncated.sum() + TRUNCATED_ROWS - 1) // TRUNCATED_ROWS
+
+    def value_rows(trip, values):
+        rows = jax.lax.dynamic_slice(order, (trip * TRUNCATED_ROWS,), (TRUNCATED_ROWS,))
+        game = jnp.minimum(rows, n - 1)  # a padding row (n) values some game, then is dropped
+        row_values = value_of(parts, params, final_obs[game], mirrored[game], final_hunger[game])
+        return values.at[rows].set(row_values, mode="drop")
+
+    return jax.lax.fori_loop(0, trips, value_rows, jnp.zeros(n, jnp.float32))
+
+
 def env_step(parts: Parts, runner: RunnerState, _) -> tuple[RunnerState, Transition]:
     """Act in every env once with the current policy."""
     cfg = parts.config
@@ -200,16 +224,10 @@ def env_step(parts: Parts, runner: RunnerState, _) -> tuple[RunnerState, Transit
     obs, env_state, reward, done, info = jax.vmap(parts.env.step)(
         env_keys, runner.env_state, to_env_action(action, agent_input.moves)
     )
-    # Truncation is not death: bootstrap from the value of the game's last observation. Most
-    # steps truncate nothing, and then a single run skips this forward pass; under vmap (seeds
-    # or rates side by side) the cond becomes a select and it always runs.
+    # Truncation is not death: bootstrap from the value of the game's last observation.
     truncated = info["truncated"]
-    final_value = jax.lax.cond(
-        truncated.any(),
-        lambda: value_of(
-            parts, runner.params, info["final_obs"], runner.mirrored, info["final_hunger"]
-        ),
-        lambda: jnp.zeros_like(value),
+    final_value = truncation_values(
+        parts, runner.params, truncated, info["final_obs"], runner.mirrored, info["final_hunger"]
     )
     episode_return = runner.episode_return + reward
     transition = Transition(

@@ -275,6 +275,30 @@ def test_truncated_games_bootstrap_from_the_value_of_their_last_observation():
     assert np.any(np.abs(final_value[truncated]) > 0)  # the bootstrap is not zero
 
 
+@pytest.mark.parametrize("truncated_games", [0, 1, impl.TRUNCATED_ROWS + 1, 37])
+def test_the_bootstrap_values_every_truncated_game_and_no_other(truncated_games):
+    # 40 games: not a multiple of TRUNCATED_ROWS, so the last trip holds padding rows.
+    config = {**TINY, "NUM_ENVS": 40, "TOTAL_TIMESTEPS": 40 * 16, "HUNGER": True, "MIRROR": True}
+    parts = impl.make_parts(config)
+    runner = impl.init_runner(parts, jax.random.PRNGKey(0))
+    key_games, key_hunger, key_mirror = jax.random.split(jax.random.PRNGKey(1), 3)
+    games = jax.random.permutation(key_games, 40)[:truncated_games]
+    truncated = jnp.zeros(40, bool).at[games].set(True)
+    hunger = jax.random.uniform(key_hunger, (40,))
+    mirrored = jax.random.bernoulli(key_mirror, 0.5, (40,))
+    every_value = impl.value_of(parts, runner.params, runner.obs, mirrored, hunger)
+    expected = np.where(truncated, every_value, 0.0)
+
+    values = functools.partial(impl.truncation_values, parts, runner.params)
+    got = jax.jit(values)(truncated, runner.obs, mirrored, hunger)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # Side by side (seeds under vmap) with a run that truncates nothing: each run its own.
+    side_by_side = jax.jit(jax.vmap(values, in_axes=(0, None, None, None)))
+    both = side_by_side(jnp.stack([truncated, jnp.zeros(40, bool)]), runner.obs, mirrored, hunger)
+    np.testing.assert_allclose(both[0], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(both[1], np.zeros(40))
+
+
 def test_the_value_alone_equals_the_value_of_the_full_forward_pass():
     parts = impl.make_parts({**TINY, "TORSO": "separate"})
     runner = impl.init_runner(parts, jax.random.PRNGKey(2))
