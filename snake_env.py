@@ -18,7 +18,8 @@ Rules (exact; `tests/test_snake_env.py` holds us to them):
   `approach_reward` (a training option, off by default), plus that much per cell a move brings
   the head closer to the food (Manhattan distance; minus per cell farther). It is a potential
   difference: over any path from one food to the next it sums to the same, so it says "go to the
-  food now" without changing which path is best.
+  food now" without changing which path is best. With `win_reward` (a training option, off by
+  default), the move that fills the board earns that much on top of its food reward.
 - Truncation (reward as usual, never a death): `max_steps` moves in the episode, or
   `starvation_steps` moves since the last food (with `starvation_is_death`, a training option,
   starving is a death instead: `death_reward`, terminated).
@@ -168,6 +169,7 @@ class SnakeEnv:
         long_start_fill: tuple[float, float] = (0.5, 0.85),
         starvation_is_death: bool = False,
         approach_reward: float = 0.0,
+        win_reward: float = 0.0,
     ) -> None:
         self.grid_size = _check_int("grid_size", grid_size, MIN_GRID, MAX_GRID)
         cells = self.grid_size**2
@@ -191,6 +193,7 @@ class SnakeEnv:
         self.long_start_lengths = (shortest, min(cells - 1, max(shortest, round(hi * cells))))
         self.starvation_is_death = bool(starvation_is_death)
         self.approach_reward = _check_float("approach_reward", approach_reward)
+        self.win_reward = _check_float("win_reward", win_reward)
         # A curriculum needs more random words a reset; without one, games stay as they were.
         self._draws = _NUM_DRAWS_LONG if self.long_start_prob > 0 else _NUM_DRAWS
 
@@ -422,6 +425,8 @@ class SnakeEnv:
         if self.approach_reward:  # off: the reward is exactly as without the option
             closer = _distance(state.head, state.food, g) - _distance(head, state.food, g)
             alive_reward = alive_reward + self.approach_reward * closer
+        if self.win_reward:
+            alive_reward = alive_reward + jnp.where(won, self.win_reward, 0.0)
         reward = jnp.where(terminated_by_death, self.death_reward, alive_reward).astype(jnp.float32)
         moved = state.replace(
             body=body,

@@ -41,6 +41,9 @@ SETTINGS: tuple[Setting, ...] = (
     Float("APPROACH_REWARD", 0.0, "training only: reward per cell a move brings the head closer "
           "to the food (the same taken per cell farther; sums to the same over any path to it)",
           low=0, group="game", on_resume=True),
+    Float("WIN_REWARD", 0.0, "training only: extra reward for the move that fills the board "
+          "(on top of its food reward), so the endgame's safety weighs more", low=0,
+          group="game", on_resume=True),
     Bool("STARVATION_IS_DEATH", False, "training only: starving ends a game as a death (death "
          "reward, no bootstrap) instead of a truncation", group="game", on_resume=True),
     # ---- the agent
@@ -257,6 +260,7 @@ def make_env(config: dict[str, Any]) -> SnakeEnv:
         long_start_fill=config["LONG_START_FILL"],
         starvation_is_death=config["STARVATION_IS_DEATH"],
         approach_reward=config["APPROACH_REWARD"],
+        win_reward=config["WIN_REWARD"],
     )
 
 

@@ -261,11 +261,12 @@ def test_muon_is_the_default_optimizer_unless_an_adam_rate_is_given(argv, muon, 
 def test_training_only_rules_reach_the_training_env_and_never_the_scored_one():
     config = impl.validate_config(
         {"GRID_SIZE": 8, "APPROACH_REWARD": 0.05, "STARVATION_IS_DEATH": True,
-         "LONG_START_PROB": 0.3, "STARVATION_STEPS": 40}
+         "LONG_START_PROB": 0.3, "STARVATION_STEPS": 40, "WIN_REWARD": 5.0}
     )  # fmt: skip
     trained, scored = impl.make_parts(config).env, eval_env(config)
     assert (trained.approach_reward, trained.starvation_is_death) == (0.05, True)
     assert (trained.long_start_prob, trained.starvation_steps) == (0.3, 40)
+    assert trained.win_reward == 5.0 and scored.win_reward == 0.0
     assert (scored.approach_reward, scored.starvation_is_death) == (0.0, False)
     assert (scored.long_start_prob, scored.starvation_steps) == (0.0, 64)
 

@@ -187,6 +187,18 @@ def test_filling_the_board_wins_the_game():
     assert int(nxt.length) == 3  # a new game
 
 
+def test_the_win_reward_pays_only_the_move_that_fills_the_board():
+    path = [(r, c if r % 2 == 0 else 3 - c) for r in range(4) for c in range(4)]
+    env = SnakeEnv(4, win_reward=10.0)
+    _, _, reward, done, info = step(env, env.make_state(path[1:], food=(0, 0)), LEFT)
+    assert done and info["won"] and reward == 11.0  # the food's 1 plus the win's 10
+    state = env.make_state(path[3:], food=(0, 2))  # eats, two cells still free: no win
+    _, _, reward, done, info = step(env, state, LEFT)
+    assert not done and not info["won"] and reward == 1.0
+    with pytest.raises(ValueError, match="win_reward"):
+        SnakeEnv(4, win_reward=float("nan"))
+
+
 def test_starvation_truncates_without_a_death_penalty():
     env = SnakeEnv(8, starvation_steps=3)
     state = env.make_state([(4, 4), (5, 4), (6, 4)], food=(0, 7))
