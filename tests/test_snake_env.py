@@ -175,11 +175,15 @@ def test_moving_into_the_tail_while_eating_is_impossible_since_food_never_lies_t
 
 
 # --------------------------------------------------------------------------- win and truncation
+# Every cell of a 4x4 board, row by row, turning at each end: a snake laid on path[k:] has its
+# head at path[k] and its tail at (3, 0), with path[:k] free.
+SERPENTINE_4X4 = [(r, c if r % 2 == 0 else 3 - c) for r in range(4) for c in range(4)]
+
+
 def test_filling_the_board_wins_the_game():
     env = SnakeEnv(4)
     # A snake of 15 on a 4x4 board, food in the last free cell next to the head.
-    path = [(r, c if r % 2 == 0 else 3 - c) for r in range(4) for c in range(4)]
-    cells = path[1:]  # head at (0, 1), tail at (3, 0)
+    cells = SERPENTINE_4X4[1:]  # head at (0, 1), tail at (3, 0)
     _, nxt, reward, done, info = step(env, env.make_state(cells, food=(0, 0)), LEFT)
     assert reward == 1.0 and done
     assert info["won"] and info["terminated"] and not info["truncated"]
@@ -188,11 +192,10 @@ def test_filling_the_board_wins_the_game():
 
 
 def test_the_win_reward_pays_only_the_move_that_fills_the_board():
-    path = [(r, c if r % 2 == 0 else 3 - c) for r in range(4) for c in range(4)]
     env = SnakeEnv(4, win_reward=10.0)
-    _, _, reward, done, info = step(env, env.make_state(path[1:], food=(0, 0)), LEFT)
+    _, _, reward, done, info = step(env, env.make_state(SERPENTINE_4X4[1:], food=(0, 0)), LEFT)
     assert done and info["won"] and reward == 11.0  # the food's 1 plus the win's 10
-    state = env.make_state(path[3:], food=(0, 2))  # eats, two cells still free: no win
+    state = env.make_state(SERPENTINE_4X4[3:], food=(0, 2))  # eats, two cells still free: no win
     _, _, reward, done, info = step(env, state, LEFT)
     assert not done and not info["won"] and reward == 1.0
     with pytest.raises(ValueError, match="win_reward"):
