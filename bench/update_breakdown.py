@@ -7,7 +7,8 @@ snakes: the flood fill's late-game cost).
 Each piece is jitted on its own and timed in interleaved rounds (median), on the same games:
 the whole update (`update_step`), its rollout (`collect_rollout`), and the pieces of a rollout
 step, each called NUM_STEPS times (dispatch included): the env step, the agent's input
-(`observe`, flood fill included), the flood fill alone and the policy's forward pass.
+(`observe`, flood fill included), the flood fill alone (and the timed one, if the run uses it)
+and the policy's forward pass.
 "learning" is the update less its rollout: GAE, the minibatch shuffle, the epochs of loss and
 optimizer steps, the figures. Pieces timed alone do not fuse with their neighbours, so they need
 not add up to the rollout exactly.
@@ -43,6 +44,10 @@ def pieces(parts: impl.Parts, runner: impl.RunnerState) -> dict[str, tuple]:
     agent = agent_input.observe(cfg, runner.obs, runner.mirrored, hunger)
     _, heading = agent_input.heading_of(runner.obs)
     mask = jnp.ones((n, 4), bool)
+    timed_flood = {  # with --timed-flood
+        "    timed flood fill alone": (jax.jit(agent_input.timed_flood_features),
+                                      (runner.obs, heading), steps),
+    } if cfg["TIMED_FLOOD"] else {}  # fmt: skip
     return {
         "update (rollout + learning)": (jax.jit(functools.partial(impl.update_step, parts)),
                                         (runner,), 1),
@@ -52,6 +57,7 @@ def pieces(parts: impl.Parts, runner: impl.RunnerState) -> dict[str, tuple]:
         "  agent input (observe)": (jax.jit(functools.partial(agent_input.observe, cfg)),
                                     (runner.obs, runner.mirrored, hunger), steps),
         "    flood fill alone": (jax.jit(agent_input.flood_features), (runner.obs, heading), steps),
+        **timed_flood,
         "  policy forward": (jax.jit(parts.network.apply),
                              (runner.params, agent.features, mask), steps),
     }  # fmt: skip

@@ -6,13 +6,15 @@
 - `flood_features`: per move, the share of the free cells the head could still reach after it
   and whether the tail is among them, and optionally how far the food is through the free
   cells (a bit-parallel flood fill over packed board rows; bool cells on boards wider than 32).
+- `timed_flood_features`: the same fill with time passing, the body freeing as the snake moves:
+  per move, whether the snake can follow its tail out of there, and when it reaches the food.
 - hunger: the moves since the last food (the board does not show it).
 
 `observe(config, obs, ...)` assembles them as the config's VIEW / FLOOD_FILL / FOOD_DISTANCE /
-HUNGER say, into a `NetInput`: the view's one-hot channels as cell indices and its off-board
-channel as a box, which the first layer reads without multiplying, and the egocentric body order
-as whole moves in bytes (`dense_cells` divides them back; `flat_input` gives the flat vector
-they all stand for). Snake-specific and independent of PPO: the trainer calls `observe`,
+TIMED_FLOOD / HUNGER say, into a `NetInput`: the view's one-hot channels as cell indices and its
+off-board channel as a box, which the first layer reads without multiplying, and the egocentric
+body order as whole moves in bytes (`dense_cells` divides them back; `flat_input` gives the flat
+vector they all stand for). Snake-specific and independent of PPO: the trainer calls `observe`,
 tests call each piece.
 """
 
@@ -185,6 +187,15 @@ def _both_neighbours(x: jax.Array, axis: int) -> jax.Array:
     return ahead | behind
 
 
+def _grow(reach: jax.Array) -> jax.Array:
+    """A board's cells and their four neighbours (boards of `_as_board`): one fill step."""
+    if reach.dtype == jnp.uint32:
+        sideways = (reach << 1) | (reach >> 1)
+    else:
+        sideways = _both_neighbours(reach, -1)
+    return reach | sideways | _both_neighbours(reach, _row_axis(reach))
+
+
 def _flood(
     seed: jax.Array, passable: jax.Array, goal: jax.Array | None = None, steps_per_check: int = 4
 ) -> tuple[jax.Array, jax.Array | None]:
@@ -192,11 +203,9 @@ def _flood(
     cell at a time until nothing changes, `steps_per_check` cells between convergence checks
     (fewer loop trips, same result). With a `goal` board, also the breadth-first distance from
     `seed` to it: the growth step at which the fill first touched it (-1: never)."""
-    packed = seed.dtype == jnp.uint32
 
     def grow(reach):
-        sideways = (reach << 1) | (reach >> 1) if packed else _both_neighbours(reach, -1)
-        return (reach | sideways | _both_neighbours(reach, _row_axis(reach))) & passable
+        return _grow(reach) & passable
 
     def touched(reach, distance, steps):
         if goal is None:
@@ -213,10 +222,15 @@ def _flood(
         return grown, (grown != reach).any(), distance, steps
 
     start = seed & passable
-    no_distance = jnp.full(start.shape[: start.ndim - (1 if packed else 2)], -1, jnp.int32)
+    no_distance = jnp.full(start.shape[: start.ndim - _board_axes(start)], -1, jnp.int32)
     carry = (start, jnp.array(True), touched(start, no_distance, 0), jnp.int32(0))
     reach, _, distance, _ = jax.lax.while_loop(lambda c: c[1], step, carry)
     return reach, None if goal is None else distance
+
+
+def _board_axes(board: jax.Array) -> int:
+    """How many trailing axes make one board: the rows if packed, rows and columns if bool."""
+    return 1 if board.dtype == jnp.uint32 else 2
 
 
 def _cells_in(board: jax.Array) -> jax.Array:
@@ -246,24 +260,88 @@ def flood_features(obs: jax.Array, heading: jax.Array, food_distance: bool = Fal
     countdown, length = body_countdown(obs)
     passable = _as_board(countdown <= 1)  # free cells and the tail's
     tail = _as_board(countdown == 1)
-    head, _ = heading_of(obs)
-    relative = jnp.array([AHEAD, RIGHT, LEFT])  # back is never a move
-    moves = (heading[:, None] + relative) % NUM_ACTIONS  # relative -> absolute
-    target, inside = step_cell(head[:, None], moves, g)
-    seed = _as_board(
-        ((jnp.arange(g * g) == target[..., None]) & inside[..., None]).reshape(*target.shape, g, g)
-    )  # (B, 3, board): the cell each move enters
     food = _as_board(obs[..., FOOD_CHANNEL] > 0)[:, None] if food_distance else None
-    reach, distance = _flood(seed, passable[:, None], food)
+    reach, distance = _flood(_move_targets(obs, heading), passable[:, None], food)
     free = (g * g - length + 1)[:, None]  # the free cells and the tail's, which frees on a move
-    with_back = lambda x: jnp.insert(x, BACK, 0.0, axis=1)  # noqa: E731 - back scores 0, 0
-    area = with_back(_cells_in(reach) / free)
-    tail_reachable = with_back((_cells_in(reach & tail[:, None]) > 0).astype(jnp.float32))
+    area = _with_back(_cells_in(reach) / free)
+    tail_reachable = _with_back((_cells_in(reach & tail[:, None]) > 0).astype(jnp.float32))
     fill = (length / (g * g))[:, None]
     features = [area, tail_reachable, fill]
     if food_distance:
-        features.append(with_back(jnp.where(distance >= 0, 1 - distance / (g * g), 0.0)))
+        features.append(_with_back(jnp.where(distance >= 0, 1 - distance / (g * g), 0.0)))
     return jnp.concatenate(features, -1).astype(jnp.float32)
+
+
+_FILL_MOVES = (AHEAD, RIGHT, LEFT)  # back is never a move: its features are 0
+
+
+def _move_targets(obs: jax.Array, heading: jax.Array) -> jax.Array:
+    """(B, 3, board) the cell each move of `_FILL_MOVES` enters (none if off the board)."""
+    g = obs.shape[1]
+    head, _ = heading_of(obs)
+    moves = (heading[:, None] + jnp.array(_FILL_MOVES)) % NUM_ACTIONS  # relative -> absolute
+    target, inside = step_cell(head[:, None], moves, g)
+    cells = (jnp.arange(g * g) == target[..., None]) & inside[..., None]
+    return _as_board(cells.reshape(*target.shape, g, g))
+
+
+def _with_back(per_move: jax.Array) -> jax.Array:
+    """(B, 3) values of `_FILL_MOVES` -> (B, 4) per agent action, back 0."""
+    return jnp.insert(per_move, BACK, 0.0, axis=1)
+
+
+# `timed_flood_features` layout: per action, whether the snake can follow its tail (4), then how
+# close the food is (4).
+MIRRORED_TIMED_FEATURES = np.array([*MIRRORED_ACTIONS, *(4 + a for a in MIRRORED_ACTIONS)])
+
+
+def timed_flood_features(obs: jax.Array, heading: jax.Array, steps_per_check: int = 4) -> jax.Array:
+    """(B, 8) float32 look-ahead features per move in the snake's frame, from a flood fill in
+    which time passes: t moves from now a body cell whose countdown is <= t has freed, and the
+    fill enters it. It is trapped when it holds fewer cells than the moves made (count < t).
+    Per move: whether the fill reaches a freed body cell before it is trapped, i.e. whether the
+    snake can follow its tail out of where the move takes it (the static tail flag of
+    `flood_features` misses a tail that frees in time); then how close the food is, 1 - t / G**2
+    for the first t at which the fill holds it (0: trapped first), which sees food inside the
+    body's pockets open up. Back and deadly moves score 0, 0. Relaxed as such fills are: the
+    fill may wait where it is, the cells the head passes stay free, eating does not delay the
+    tail."""
+    g = obs.shape[1]
+    countdown, _ = body_countdown(obs)
+    body = _as_board(countdown > 0)[:, None]
+    food = _as_board(obs[..., FOOD_CHANNEL] > 0)[:, None]
+    holds = lambda reach, cells: _cells_in(reach & cells) > 0  # noqa: E731
+
+    def finished(escaped, trapped, food_time):
+        return trapped | (escaped & (food_time >= 0))
+
+    def at_time(t, reach, escaped, trapped, food_time):  # what the fill at time t finds
+        done = finished(escaped, trapped, food_time)
+        escaped = escaped | (~done & holds(reach, body))
+        trapped = trapped | (~done & ~escaped & (_cells_in(reach) < t))
+        food_time = jnp.where(~done & (food_time < 0) & holds(reach, food), t, food_time)
+        return t, reach, escaped, trapped, food_time
+
+    def one_move_later(carry):
+        t, reach, escaped, trapped, food_time = carry
+        done = finished(escaped, trapped, food_time)
+        freed = _as_board(countdown <= (t + 1).astype(countdown.dtype))[:, None]
+        grown = jnp.where(done.reshape(*done.shape, *[1] * _board_axes(reach)), reach,
+                          _grow(reach) & freed)  # fmt: skip
+        return at_time(t + 1, grown, escaped, trapped, food_time)
+
+    def step(carry):
+        for _ in range(steps_per_check):
+            carry = one_move_later(carry)
+        return carry
+
+    start = _move_targets(obs, heading) & _as_board(countdown <= 1)[:, None]
+    nothing = jnp.zeros(start.shape[:2], bool)
+    carry = at_time(jnp.int32(1), start, nothing, nothing, jnp.full(start.shape[:2], -1))
+    unfinished = lambda c: (~finished(*c[2:])).any()  # noqa: E731
+    _, _, escaped, _, food_time = jax.lax.while_loop(unfinished, step, carry)
+    closeness = jnp.where(food_time >= 0, 1 - food_time / (g * g), 0.0)
+    return jnp.concatenate([_with_back(escaped.astype(jnp.float32)), _with_back(closeness)], -1)
 
 
 class NetInput(NamedTuple):
@@ -273,7 +351,7 @@ class NetInput(NamedTuple):
     instead of multiplying by them (`network.InputDense`)."""
 
     cells: jax.Array  # (B, R, C, K): the view's channels of kind "dense" (`dense_cells`)
-    extras: jax.Array | None  # (B, E) float32: the flood-fill look-ahead, then hunger
+    extras: jax.Array | None  # (B, E) float32: the flood-fill look-ahead(s), then hunger
     lit_cells: jax.Array | None = None  # (B, L) int32: each "one-hot" channel's cell (R*C: none)
     board_box: jax.Array | None = None  # (B, 4) int32: the board's rows [r0, r1), columns [c0, c1)
     cells_scale: jax.Array | None = None  # (B,) float32: if set, `cells` are integers / this
@@ -357,7 +435,8 @@ def observe(
 ) -> AgentInput:
     """The env's observations `(B, G, G, C)` -> AgentInput, as `VIEW` says: the egocentric
     view (actions in the snake's frame) or the board (actions are the env's moves); with
-    FLOOD_FILL, the look-ahead `flood_features` too; with HUNGER, `hunger` (B,) (`env.hunger`:
+    FLOOD_FILL, the look-ahead `flood_features` too; with TIMED_FLOOD, `timed_flood_features`;
+    with HUNGER, `hunger` (B,) (`env.hunger`:
     the board does not show it). `mirrored` games (B,) bool are shown flipped left-right, with
     their right and left actions swapped to match."""
     batch = obs.shape[0]
@@ -378,6 +457,9 @@ def observe(
         flood = flood_features(obs, heading, food_distance)
         swap = MIRRORED_FOOD_FEATURES if food_distance else MIRRORED_FLOOD_FEATURES
         extras.append(jnp.where(mirrored[:, None], flood[:, swap], flood))
+    if config["TIMED_FLOOD"]:
+        timed = timed_flood_features(obs, heading)
+        extras.append(jnp.where(mirrored[:, None], timed[:, MIRRORED_TIMED_FEATURES], timed))
     if config["HUNGER"]:
         extras.append(hunger[:, None])
     if extras:

@@ -65,6 +65,9 @@ SETTINGS: tuple[Setting, ...] = (
          "reachable and whether the tail is", group="agent"),
     Bool("FOOD_DISTANCE", False, "also give the network, per move, how many moves the food is "
          "away through the free cells (from the flood fill; needs --flood-fill)", group="agent"),
+    Bool("TIMED_FLOOD", False, "also give the network, per move, a flood fill in which the body "
+         "frees as the snake moves: whether the snake can follow its tail out of there, and how "
+         "many moves the food is away (food in a pocket of the body opens up)", group="agent"),
     Bool("HUNGER", False, "also give the network the moves since the last food, as a share of "
          "the starvation limit", group="agent"),
     Bool("MIRROR", False, "augment: play a random half of the training games mirrored "

@@ -65,7 +65,9 @@ def test_agent_actions_are_moves_in_the_snakes_frame_mirrored_on_request():
 def test_a_mirrored_game_looks_flipped_and_acts_flipped():
     env, state = random_states(7, 16, 9, seed=5)
     obs = jax.vmap(env.observation)(state)
-    config = validate_config({"GRID_SIZE": 7, "FLOOD_FILL": True, "FOOD_DISTANCE": True})
+    config = validate_config(
+        {"GRID_SIZE": 7, "FLOOD_FILL": True, "FOOD_DISTANCE": True, "TIMED_FLOOD": True}
+    )
     plain = agent_input.observe(config, obs)
     flipped = agent_input.observe(config, obs, jnp.ones(16, bool))
     layout = agent_input.CELL_LAYOUTS["egocentric"]
@@ -78,9 +80,13 @@ def test_a_mirrored_game_looks_flipped_and_acts_flipped():
     np.testing.assert_array_equal(view_mirrored, view[:, :, ::-1])
     np.testing.assert_array_equal(view, agent_input.egocentric_view(obs)[0].reshape(view.shape))
     flood, flood_mirrored = flat[:, view_size:], flat_mirrored[:, view_size:]
-    right_left, left_right = [1, 3, 5, 7, 10, 12], [3, 1, 7, 5, 12, 10]  # room, tail, food
+    # room, tail, food; then the timed fill's tail and food
+    right_left = [1, 3, 5, 7, 10, 12, 14, 16, 18, 20]
+    left_right = [3, 1, 7, 5, 12, 10, 16, 14, 20, 18]
     np.testing.assert_array_equal(flood_mirrored[:, right_left], flood[:, left_right])
-    np.testing.assert_array_equal(flood_mirrored[:, [0, 4, 8, 9]], flood[:, [0, 4, 8, 9]])
+    same = [0, 2, 4, 6, 8, 9, 11, 13, 15, 17, 19]  # ahead, back, how full the board is
+    np.testing.assert_array_equal(flood_mirrored[:, same], flood[:, same])
+    assert flood.shape[1] == 21 and (flood[:, 13:] > 0).any()
     np.testing.assert_array_equal(flipped.moves[:, 1], plain.moves[:, 3])  # right acts as left
 
 
@@ -106,6 +112,23 @@ def test_flood_features_measure_the_room_each_move_leaves_and_whether_the_tail_i
     area, tail, _ = np.split(np.asarray(features)[0], [4, 8])
     np.testing.assert_allclose(area, [1, 1, 0, 1])
     np.testing.assert_array_equal(tail, [1, 1, 0, 1])
+
+
+@pytest.mark.parametrize("longer, escapes", [(0, True), (2, True), (3, False)])
+def test_the_timed_flood_fill_sees_a_pocket_open_as_the_body_frees(longer, escapes):
+    """The pocket above (the top-left corner: 3 cells) is walled in by the body; (2, 0) below it
+    frees 2 + `longer` moves from now. Going in (ahead or right), the snake fills the pocket in
+    3 moves: it gets out if (2, 0) has freed by the 4th, and is trapped if it has not."""
+    env = SnakeEnv(6)
+    cells = [(1, 1), (1, 2), (0, 2), (0, 3), (1, 3), (2, 3), (2, 2), (2, 1), (2, 0), (3, 0)]
+    cells += [(4, 0), (5, 0), (5, 1)][:longer]
+    obs = env.observation(env.make_state(cells, food=(0, 0)))[None]
+    heading = agent_input.heading_of(obs)[1]
+    follows_tail, food = np.split(np.asarray(agent_input.timed_flood_features(obs, heading))[0], 2)
+    np.testing.assert_array_equal(follows_tail, [escapes, escapes, 0, 0])  # left: into the body
+    np.testing.assert_allclose(food, [1 - 2 / 36, 1 - 2 / 36, 0, 0])  # 2 moves to (0, 0)
+    static_tail = np.asarray(agent_input.flood_features(obs, heading))[0, 4:8]
+    np.testing.assert_array_equal(static_tail, [0, 0, 0, 0])  # the static fill never sees it
 
 
 MOVE_DELTAS = [(-1, 0), (0, 1), (1, 0), (0, -1)]  # up, right, down, left
@@ -215,3 +238,50 @@ def test_flood_features_equal_a_breadth_first_search_on_random_boards(grid_size,
     np.testing.assert_allclose(features, expected, rtol=1e-6, atol=0)
     if food_distance:  # the food within reach of some move, at least once per board size
         assert (features[:, 9:] > 0).any()
+
+
+def reference_timed_flood_features(cells, food, g):
+    """timed_flood_features by sets of (row, col) cells, a move at a time."""
+    countdown = {cell: len(cells) - k for k, cell in enumerate(cells)}
+    (hr, hc), (nr, nc) = cells[0], cells[1]
+    heading = MOVE_DELTAS.index((hr - nr, hc - nc))
+    escapes, closeness = [0.0] * 4, [0.0] * 4
+    for relative in (agent_input.AHEAD, agent_input.RIGHT, agent_input.LEFT):
+        dr, dc = MOVE_DELTAS[(heading + relative) % 4]
+        start = (hr + dr, hc + dc)
+        if not (0 <= start[0] < g and 0 <= start[1] < g) or countdown.get(start, 0) > 1:
+            continue
+        t, reach, escaped, trapped, food_time = 1, {start}, False, False, None
+        while True:
+            escaped = escaped or any(cell in countdown for cell in reach)
+            trapped = not escaped and len(reach) < t
+            if food_time is None and food in reach:
+                food_time = t
+            if trapped or (escaped and food_time is not None):
+                break
+            t += 1
+            grown = {(r + dr, c + dc) for r, c in reach for dr, dc in MOVE_DELTAS} | reach
+            reach = {
+                (r, c)
+                for r, c in grown
+                if 0 <= r < g and 0 <= c < g and countdown.get((r, c), 0) <= t
+            }
+        escapes[relative] = float(escaped)
+        if food_time is not None:
+            closeness[relative] = 1 - np.float32(food_time) / np.float32(g * g)
+    return np.array([*escapes, *closeness], np.float32)
+
+
+@pytest.mark.parametrize("grid_size", [7, 12, 33])
+def test_timed_flood_features_equal_a_move_by_move_search_on_random_boards(grid_size):
+    """Equal on 60 random snakes per board size (packed rows up to 32 columns, bool cells
+    beyond), and some moves find their way out only through the body as it frees."""
+    env, rng = SnakeEnv(grid_size), np.random.default_rng(grid_size + 100)
+    games = [random_game(grid_size, rng) for _ in range(60)]
+    obs = jnp.stack([env.observation(env.make_state(*game)) for game in games])
+    heading = agent_input.heading_of(obs)[1]
+    features = np.asarray(agent_input.timed_flood_features(obs, heading))
+    expected = np.stack([reference_timed_flood_features(*game, grid_size) for game in games])
+    np.testing.assert_allclose(features, expected, rtol=1e-6, atol=0)
+    static = np.asarray(agent_input.flood_features(obs, heading))
+    assert (features[:, :4] > static[:, 4:8]).any()  # tails the static fill does not see

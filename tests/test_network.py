@@ -28,15 +28,16 @@ def net_inputs(view, grid_size, games=24):
 
 
 @pytest.mark.parametrize("view", ["egocentric", "board"])
-def test_the_flat_input_is_the_view_then_the_look_ahead_then_hunger(view):
+def test_the_flat_input_is_the_view_then_the_look_aheads_then_hunger(view):
     env, state = random_states(7, 16, 9, seed=2)
     obs = jax.vmap(env.observation)(state)
-    config = validate_config({"GRID_SIZE": 7, "VIEW": view, "HUNGER": True})
+    config = validate_config({"GRID_SIZE": 7, "VIEW": view, "TIMED_FLOOD": True, "HUNGER": True})
     hunger = jnp.linspace(0, 1, 16)
     x = agent_input.observe(config, obs, hunger=hunger).features
     image, heading = agent_input.egocentric_view(obs) if view == "egocentric" else (obs, 0 * hunger)
     look_ahead = agent_input.flood_features(obs, heading.astype(jnp.int32))
-    expected = jnp.concatenate([image.reshape(16, -1), look_ahead, hunger[:, None]], -1)
+    timed = agent_input.timed_flood_features(obs, heading.astype(jnp.int32))
+    expected = jnp.concatenate([image.reshape(16, -1), look_ahead, timed, hunger[:, None]], -1)
     flat = agent_input.flat_input(x, agent_input.CELL_LAYOUTS[view])
     np.testing.assert_array_equal(flat, expected)
 

@@ -278,7 +278,8 @@ def test_truncated_games_bootstrap_from_the_value_of_their_last_observation():
 @pytest.mark.parametrize("truncated_games", [0, 1, impl.TRUNCATED_ROWS + 1, 37])
 def test_the_bootstrap_values_every_truncated_game_and_no_other(truncated_games):
     # 40 games: not a multiple of TRUNCATED_ROWS, so the last trip holds padding rows.
-    config = {**TINY, "NUM_ENVS": 40, "TOTAL_TIMESTEPS": 40 * 16, "HUNGER": True, "MIRROR": True}
+    config = {**TINY, "NUM_ENVS": 40, "TOTAL_TIMESTEPS": 40 * 16, "HUNGER": True, "MIRROR": True,
+              "TIMED_FLOOD": True}  # fmt: skip
     parts = impl.make_parts(config)
     runner = impl.init_runner(parts, jax.random.PRNGKey(0))
     key_games, key_hunger, key_mirror = jax.random.split(jax.random.PRNGKey(1), 3)
