@@ -248,12 +248,13 @@ MIRRORED_FOOD_FEATURES = np.array([*MIRRORED_FLOOD_FEATURES, *(9 + a for a in MI
 
 
 def flood_features(obs: jax.Array, heading: jax.Array, food_distance: bool = False) -> jax.Array:
-    """(B, 9) float32 look-ahead features, per move in the snake's frame (ahead, right, back,
-    left): the share of the free cells the head can still reach after that move, and whether
-    its tail is among them (a snake that can follow its tail survives); then how full the board
-    is. A move into a wall or the body scores 0, 0 (back always does). After a move every body
-    cell but the tail stays occupied (eating keeps the tail too: ignored here, a one-cell
-    difference). With `food_distance`, (B, 13): per move also how close the food is through
+    """(B, 9) float32 look-ahead features, per action in the frame of `heading` (the snake's
+    own: ahead, right, back, left; 0 for the env's up, right, down, left): the share of the free
+    cells the head can still reach after that move, and whether its tail is among them (a snake
+    that can follow its tail survives); then how full the board is. A move into a wall or the
+    body scores 0, 0 (so does the reverse of the snake's heading: never a move). After a move
+    every body cell but the tail stays occupied (eating keeps the tail too: ignored here, a
+    one-cell difference). With `food_distance`, (B, 13): per move also how close the food is through
     the cells it leaves free, 1 - d / G**2 for d moves after it (0: out of reach, or no move),
     from the same fill."""
     g = obs.shape[1]
@@ -261,33 +262,37 @@ def flood_features(obs: jax.Array, heading: jax.Array, food_distance: bool = Fal
     passable = _as_board(countdown <= 1)  # free cells and the tail's
     tail = _as_board(countdown == 1)
     food = _as_board(obs[..., FOOD_CHANNEL] > 0)[:, None] if food_distance else None
-    reach, distance = _flood(_move_targets(obs, heading), passable[:, None], food)
+    targets, actions = _move_targets(obs, heading)
+    reach, distance = _flood(targets, passable[:, None], food)
     free = (g * g - length + 1)[:, None]  # the free cells and the tail's, which frees on a move
-    area = _with_back(_cells_in(reach) / free)
-    tail_reachable = _with_back((_cells_in(reach & tail[:, None]) > 0).astype(jnp.float32))
+    area = _per_action(_cells_in(reach) / free, actions)
+    tail_reachable = (_cells_in(reach & tail[:, None]) > 0).astype(jnp.float32)
     fill = (length / (g * g))[:, None]
-    features = [area, tail_reachable, fill]
+    features = [area, _per_action(tail_reachable, actions), fill]
     if food_distance:
-        features.append(_with_back(jnp.where(distance >= 0, 1 - distance / (g * g), 0.0)))
+        closeness = jnp.where(distance >= 0, 1 - distance / (g * g), 0.0)
+        features.append(_per_action(closeness, actions))
     return jnp.concatenate(features, -1).astype(jnp.float32)
 
 
-_FILL_MOVES = (AHEAD, RIGHT, LEFT)  # back is never a move: its features are 0
+_FILL_MOVES = (AHEAD, RIGHT, LEFT)  # in the snake's own frame; back is never a move: it scores 0
 
 
-def _move_targets(obs: jax.Array, heading: jax.Array) -> jax.Array:
-    """(B, 3, board) the cell each move of `_FILL_MOVES` enters (none if off the board)."""
+def _move_targets(obs: jax.Array, heading: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """(B, 3, board) the cell each move of `_FILL_MOVES` enters (none if off the board), and
+    (B, 3) that move's action in the frame of `heading` (the snake's own in the egocentric
+    view; 0 in the board view, whose actions are the env's moves)."""
     g = obs.shape[1]
-    head, _ = heading_of(obs)
-    moves = (heading[:, None] + jnp.array(_FILL_MOVES)) % NUM_ACTIONS  # relative -> absolute
+    head, direction = heading_of(obs)
+    moves = (direction[:, None] + jnp.array(_FILL_MOVES)) % NUM_ACTIONS  # relative -> absolute
     target, inside = step_cell(head[:, None], moves, g)
     cells = (jnp.arange(g * g) == target[..., None]) & inside[..., None]
-    return _as_board(cells.reshape(*target.shape, g, g))
+    return _as_board(cells.reshape(*target.shape, g, g)), (moves - heading[:, None]) % NUM_ACTIONS
 
 
-def _with_back(per_move: jax.Array) -> jax.Array:
-    """(B, 3) values of `_FILL_MOVES` -> (B, 4) per agent action, back 0."""
-    return jnp.insert(per_move, BACK, 0.0, axis=1)
+def _per_action(per_move: jax.Array, actions: jax.Array) -> jax.Array:
+    """(B, 3) values of `_FILL_MOVES` -> (B, 4) at their `actions`, the fourth (the reverse) 0."""
+    return (jax.nn.one_hot(actions, NUM_ACTIONS) * per_move[..., None]).sum(1)
 
 
 # `timed_flood_features` layout: per action, whether the snake can follow its tail (4), then how
@@ -296,16 +301,16 @@ MIRRORED_TIMED_FEATURES = np.array([*MIRRORED_ACTIONS, *(4 + a for a in MIRRORED
 
 
 def timed_flood_features(obs: jax.Array, heading: jax.Array, steps_per_check: int = 4) -> jax.Array:
-    """(B, 8) float32 look-ahead features per move in the snake's frame, from a flood fill in
-    which time passes: t moves from now a body cell whose countdown is <= t has freed, and the
-    fill enters it. It is trapped when it holds fewer cells than the moves made (count < t).
-    Per move: whether the fill reaches a freed body cell before it is trapped, i.e. whether the
-    snake can follow its tail out of where the move takes it (the static tail flag of
-    `flood_features` misses a tail that frees in time); then how close the food is, 1 - t / G**2
-    for the first t at which the fill holds it (0: trapped first), which sees food inside the
-    body's pockets open up. Back and deadly moves score 0, 0. Relaxed as such fills are: the
-    fill may wait where it is, the cells the head passes stay free, eating does not delay the
-    tail."""
+    """(B, 8) float32 look-ahead features per action (the frame as in `flood_features`), from a
+    flood fill in which time passes: t moves from now a body cell whose countdown is <= t has
+    freed, and the fill enters it. It is trapped when it holds fewer cells than the moves made
+    (count < t). Per move: whether the fill reaches a freed body cell before it is trapped, i.e.
+    whether the snake can follow its tail out of where the move takes it (the static tail flag
+    of `flood_features` misses a tail that frees in time); then how close the food is, 1 - t /
+    G**2 for the first t at which the fill holds it (0: trapped first), which sees food inside
+    the body's pockets open up. The reverse and deadly moves score 0, 0. Relaxed as such fills
+    are: the fill may wait where it is, the cells the head passes stay free, eating does not
+    delay the tail."""
     g = obs.shape[1]
     countdown, _ = body_countdown(obs)
     body = _as_board(countdown > 0)[:, None]
@@ -335,13 +340,15 @@ def timed_flood_features(obs: jax.Array, heading: jax.Array, steps_per_check: in
             carry = one_move_later(carry)
         return carry
 
-    start = _move_targets(obs, heading) & _as_board(countdown <= 1)[:, None]
+    targets, actions = _move_targets(obs, heading)
+    start = targets & _as_board(countdown <= 1)[:, None]
     nothing = jnp.zeros(start.shape[:2], bool)
     carry = at_time(jnp.int32(1), start, nothing, nothing, jnp.full(start.shape[:2], -1))
     unfinished = lambda c: (~finished(*c[2:])).any()  # noqa: E731
     _, _, escaped, _, food_time = jax.lax.while_loop(unfinished, step, carry)
     closeness = jnp.where(food_time >= 0, 1 - food_time / (g * g), 0.0)
-    return jnp.concatenate([_with_back(escaped.astype(jnp.float32)), _with_back(closeness)], -1)
+    follows_tail = _per_action(escaped.astype(jnp.float32), actions)
+    return jnp.concatenate([follows_tail, _per_action(closeness, actions)], -1)
 
 
 class NetInput(NamedTuple):

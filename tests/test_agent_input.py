@@ -1,6 +1,8 @@
 """The agent's input (`snake_purejaxrl.agent_input`): the heading read from the board, the
 egocentric view, actions in the snake's frame, mirroring, and the flood-fill look-ahead."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -285,3 +287,27 @@ def test_timed_flood_features_equal_a_move_by_move_search_on_random_boards(grid_
     np.testing.assert_allclose(features, expected, rtol=1e-6, atol=0)
     static = np.asarray(agent_input.flood_features(obs, heading))
     assert (features[:, :4] > static[:, 4:8]).any()  # tails the static fill does not see
+
+
+def test_in_the_board_view_each_moves_look_ahead_is_that_of_the_same_move_in_the_snakes_frame():
+    """The board view acts in the env's moves (heading 0): down, too, gets its features (it is
+    a move whenever the snake is not heading up), and only the reverse of the heading scores 0."""
+    env, rng = SnakeEnv(7), np.random.default_rng(7)
+    obs = jnp.stack([env.observation(env.make_state(*random_game(7, rng))) for _ in range(60)])
+    heading = agent_input.heading_of(obs)[1]
+    board_frame = jnp.zeros_like(heading)
+    games, heading = np.arange(60)[:, None], np.asarray(heading)[:, None]
+    same_move = (np.arange(4) - heading) % 4  # each env move's action in the snake's frame
+    for features, blocks in [
+        (functools.partial(agent_input.flood_features, food_distance=True), (0, 4, 9)),
+        (agent_input.timed_flood_features, (0, 4)),
+    ]:
+        own, board = (
+            np.asarray(features(obs, jnp.asarray(heading[:, 0]))),
+            np.asarray(features(obs, board_frame)),
+        )
+        for first in blocks:
+            np.testing.assert_array_equal(
+                board[:, first : first + 4], own[games, first + same_move]
+            )
+        assert (board[:, 2] > 0).any()  # down leads somewhere on some boards
