@@ -254,9 +254,9 @@ def flood_features(obs: jax.Array, heading: jax.Array, food_distance: bool = Fal
     that can follow its tail survives); then how full the board is. A move into a wall or the
     body scores 0, 0 (so does the reverse of the snake's heading: never a move). After a move
     every body cell but the tail stays occupied (eating keeps the tail too: ignored here, a
-    one-cell difference). With `food_distance`, (B, 13): per move also how close the food is through
-    the cells it leaves free, 1 - d / G**2 for d moves after it (0: out of reach, or no move),
-    from the same fill."""
+    one-cell difference). With `food_distance`, (B, 13): per move also how close the food is
+    through the cells it leaves free, 1 - d / G**2 for d moves after it (0: out of reach, or no
+    move), from the same fill."""
     g = obs.shape[1]
     countdown, length = body_countdown(obs)
     passable = _as_board(countdown <= 1)  # free cells and the tail's
