@@ -44,10 +44,11 @@ for envs in 256 "$BIG_ENVS"; do  # the same env steps: does the GPU recipe learn
     --eval-episodes "$EPISODES"
 done
 # 20x20: what the budget leaves (45 s kept for its evaluation); Ctrl-C at the limit keeps the last
-# chunk's checkpoint (chunks of 10 updates, so the stop comes soon).
+# chunk's checkpoint (chunks of 10 updates, so the stop comes soon). The 20x20 line's flags but the
+# kept mean, which needs a known length.
 G20_S=$((BUDGET_S - SECONDS - 45))
 ((G20_S < 30)) && G20_S=30
 stage learn_20x20 "$G20_S" python train_snake_purejaxrl.py --grid-size 20 \
-  --num-envs "$BIG_ENVS" --total-timesteps 2000000000 --checkpoint-every 10 \
-  --checkpoint-dir "$RUNS/g20" --metrics-out "$OUT/g20_rows.jsonl" --quiet
+  --hunger --starvation-is-death --num-envs "$BIG_ENVS" --total-timesteps 2000000000 \
+  --checkpoint-every 10 --checkpoint-dir "$RUNS/g20" --metrics-out "$OUT/g20_rows.jsonl" --quiet
 stage eval_20x20 45 python train_snake_purejaxrl.py --eval "$RUNS/g20" --eval-episodes "$EPISODES"
