@@ -310,17 +310,20 @@ def entropy_coefficient(cfg: dict[str, Any], update: jax.Array) -> jax.Array:
 def ppo_loss(
     params, parts: Parts, batch: Batch, ent_coef: jax.Array
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Clipped surrogate + clipped value loss - `ent_coef` x entropy, on one minibatch."""
+    """Clipped surrogate + value loss (clipped unless VF_CLIP is 0) - `ent_coef` x entropy, on
+    one minibatch."""
     cfg = parts.config
     logits, value = parts.network.apply(params, batch.features, batch.mask)
     log_probs = jax.nn.log_softmax(logits)
     log_prob = jnp.take_along_axis(log_probs, batch.action[:, None], -1)[:, 0]
     entropy = -(jnp.exp(log_probs) * log_probs).sum(-1).mean()
 
-    value_clipped = batch.value + (value - batch.value).clip(-cfg["CLIP_EPS"], cfg["CLIP_EPS"])
-    value_loss = (
-        0.5 * jnp.maximum((value - batch.target) ** 2, (value_clipped - batch.target) ** 2).mean()
-    )
+    value_error = (value - batch.target) ** 2
+    vf_clip = cfg["CLIP_EPS"] if cfg["VF_CLIP"] is None else cfg["VF_CLIP"]
+    if vf_clip > 0:  # the pessimistic clip: no pull beyond vf_clip from the rollout's value
+        value_clipped = batch.value + (value - batch.value).clip(-vf_clip, vf_clip)
+        value_error = jnp.maximum(value_error, (value_clipped - batch.target) ** 2)
+    value_loss = 0.5 * value_error.mean()
 
     log_ratio = log_prob - batch.log_prob
     ratio = jnp.exp(log_ratio)

@@ -93,6 +93,9 @@ SETTINGS: tuple[Setting, ...] = (
           "straight line from --ent-coef (stretches to the new length on --resume)", low=0,
           auto="--ent-coef throughout", group="PPO", on_resume=True),
     Float("VF_COEF", 0.5, "value loss weight", low=0, group="PPO", on_resume=True),
+    Float("VF_CLIP", None, "how far one update may move the value from the rollout's before "
+          "the value loss stops pulling it (0: no clip)", low=0, auto="--clip-eps", group="PPO",
+          on_resume=True),
     Float("AVERAGE_LAST", 0.0, "the agent a run keeps (checkpoints, --eval) is the mean of its "
           "weights over this last share of the updates; training acts with the current ones "
           "(0: the last weights)", low=0, high=1, group="PPO"),

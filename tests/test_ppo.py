@@ -160,6 +160,36 @@ def test_the_entropy_weight_runs_in_a_straight_line_and_each_update_trains_with_
                            jax.tree.leaves(scheduled["runner_state"].params)[0])  # fmt: skip
 
 
+@pytest.mark.parametrize("vf_clip, clipped", [(None, True), (0.0, False), (2.0, False)])
+def test_the_value_clip_holds_the_value_near_the_rollouts_and_zero_turns_it_off(vf_clip, clipped):
+    """The rollout valued each state 1 below the current value; the target is 5 above it. The
+    default clip (VF_CLIP auto: CLIP_EPS 0.2) takes the clipped error, 5.8, whose gradient is 0:
+    no pull. VF_CLIP 0 (no clip) and a clip wider than the move (2) pull with the error 5."""
+    config = {**TINY, "VF_CLIP": vf_clip}
+    parts = impl.make_parts(config)
+    runner = impl.make_train_step(config)[0](jax.random.PRNGKey(0))
+    agent_input, mask, logits, value = impl.policy(parts, runner.params, runner.obs,
+                                                   runner.env_state)  # fmt: skip
+    action = jnp.argmax(logits, -1)
+    batch = impl.Batch(
+        features=agent_input.features,
+        mask=mask,
+        action=action,
+        log_prob=jnp.take_along_axis(jax.nn.log_softmax(logits), action[:, None], -1)[:, 0],
+        value=value - 1.0,
+        advantage=jnp.zeros_like(value),
+        target=value + 5.0,
+    )
+
+    def value_loss(params):
+        return impl.ppo_loss(params, parts, batch, jnp.float32(0.0))[1]["value_loss"]
+
+    loss, grads = jax.value_and_grad(value_loss)(runner.params)
+    assert float(loss) == pytest.approx(0.5 * (5.8**2 if clipped else 5.0**2), rel=1e-5)
+    pull = max(float(jnp.abs(g).max()) for g in jax.tree.leaves(grads))
+    assert (pull == 0.0) if clipped else (pull > 1e-3)
+
+
 def test_the_kept_agent_is_the_mean_of_the_weights_over_the_runs_tail():
     """AVERAGE_LAST 0.6 of 5 updates: the kept weights follow the trained ones through update 2,
     then are the mean of updates 3.. so far; training itself is the same as without it."""
