@@ -14,14 +14,23 @@ from snake_purejaxrl.config import validate_config
 
 
 def random_states(grid_size, n, steps, seed=0):
+    """`n` games after `steps` random moves that never die at once (one compiled program)."""
+    env = SnakeEnv(grid_size)
+    return env, _play_randomly(grid_size, n, steps, seed)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _play_randomly(grid_size, n, steps, seed):
     env = SnakeEnv(grid_size)
     keys = jax.random.split(jax.random.PRNGKey(seed), n)
     _, state = jax.vmap(env.reset)(keys)
-    for t in range(steps):
+
+    def move(t, state):
         mask = jax.vmap(env.action_mask)(state)
         action = jnp.argmax(mask * jax.random.uniform(jax.random.PRNGKey(t), mask.shape), -1)
-        _, state, *_ = jax.vmap(env.step)(jax.random.split(keys[t % n], n), state, action)
-    return env, state
+        return jax.vmap(env.step)(jax.random.split(keys[t % n], n), state, action)[1]
+
+    return jax.lax.fori_loop(0, steps, move, state)
 
 
 def test_heading_is_read_correctly_from_the_observation():
