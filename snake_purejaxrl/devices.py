@@ -30,9 +30,9 @@ XLA_DEFAULTS = (
 )
 
 
-def add_xla_defaults() -> None:
-    """Add each of XLA_DEFAULTS to $XLA_FLAGS unless the user's flags already name it."""
-    for flag in XLA_DEFAULTS:
+def add_xla_defaults(flags: tuple[str, ...] = XLA_DEFAULTS) -> None:
+    """Add each of `flags` to $XLA_FLAGS unless the user's flags already name it."""
+    for flag in flags:
         if flag.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
             os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip()
 
