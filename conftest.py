@@ -16,5 +16,6 @@ add_xla_defaults(("--xla_backend_optimization_level=1", "--xla_cpu_use_fusion_em
 def pytest_xdist_auto_num_workers(config):
     """`-n auto`: one worker more than the cores (at most 4, pyproject's --maxprocesses), since
     the CLI tests spend part of their time waiting on their subprocesses."""
-    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count())
-    return len(cores) + 1
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may use
+        return len(os.sched_getaffinity(0)) + 1
+    return (os.cpu_count() or 1) + 1
