@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from bench.common import machine_line
-from snake_purejaxrl.evaluation import evaluate_params
+from snake_purejaxrl.evaluation import make_evaluator
 from snake_purejaxrl.run_dir import SavedRun
 
 
@@ -65,9 +65,10 @@ def main() -> None:
     last = snapshots[-1]
     if last.average_params is not None:
         candidates[f"kept (--average-last {config['AVERAGE_LAST']:g})"] = last.average_params
+    evaluate = make_evaluator(config, args.episodes, greedy=True)
     print("\n| weights | win rate per run | mean score per run |\n|---|---|---|")
     for name, params in candidates.items():
-        figures = evaluate_params(config, params, args.episodes, True, args.seed)
+        figures = evaluate(params, args.seed)
         wins = ", ".join(f"{f['win_rate']:.1%}" for f in figures)
         scores = ", ".join(f"{f['mean_score']:.2f}" for f in figures)
         print(f"| {name} | {wins} | {scores} |", flush=True)

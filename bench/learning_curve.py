@@ -5,8 +5,9 @@
 
 For each checkpoint: --episodes games (default 1000; greedy, the scoring rules), the mean score,
 win rate and steps per food, against env steps and the training wall-clock at that update (from
-the metric history the checkpoint holds; compile excluded). Prints a markdown table per run;
---plot draws score and win rate against env steps and wall-clock; --json writes the numbers.
+the metric history the checkpoint holds; compile excluded). A directory of several runs (seeds x
+rates side by side) gives a curve per run. Prints a markdown table per curve; --plot draws score
+and win rate against env steps and wall-clock; --json writes the numbers.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import sys
 import numpy as np
 
 from bench.common import machine_line
-from snake_purejaxrl.evaluation import evaluate_params
+from snake_purejaxrl.config import run_grid
+from snake_purejaxrl.evaluation import make_evaluator
+from snake_purejaxrl.outputs import run_label
 from snake_purejaxrl.run_dir import SavedRun
 from train_snake_purejaxrl_impl import agent_params
 
@@ -29,9 +32,10 @@ def evaluated_checkpoints(directory: str, episodes: int, seed: int) -> list[dict
     [{"update", "env_steps", "train_s", "runs": [figures of each run]}, ...]."""
     saved = SavedRun(directory)
     config, points = saved.config, []
+    evaluate = make_evaluator(config, episodes, greedy=True)
     for step in saved.checkpoints.steps():
         runner, history = saved.restore(step)
-        figures = evaluate_params(config, agent_params(runner), episodes, True, seed)
+        figures = evaluate(agent_params(runner), seed)
         points.append({
             "update": step,
             "env_steps": step * config["NUM_ENVS"] * config["NUM_STEPS"],
@@ -43,12 +47,17 @@ def evaluated_checkpoints(directory: str, episodes: int, seed: int) -> list[dict
     return points
 
 
-def curve(directory: str, episodes: int, seed: int) -> list[dict]:
-    """One point per checkpoint of `directory` (of its first run)."""
-    return [
-        {**{k: v for k, v in point.items() if k != "runs"}, **point["runs"][0]}
-        for point in evaluated_checkpoints(directory, episodes, seed)
-    ]
+def curves_of(directory: str, label: str, episodes: int, seed: int) -> dict[str, list[dict]]:
+    """{name: one point per checkpoint} for each run of `directory`: `label` alone for a run of
+    its own, `label seed3` (or `label lr0.001-seed3`) for runs trained side by side."""
+    config = SavedRun(directory).config
+    grid = run_grid(config)
+    names = [label] if len(grid) == 1 else [f"{label} {run_label(config, run)}" for run in grid]
+    points = evaluated_checkpoints(directory, episodes, seed)
+    return {
+        name: [{**{k: v for k, v in p.items() if k != "runs"}, **p["runs"][r]} for p in points]
+        for r, name in enumerate(names)
+    }
 
 
 def plot(curves: dict[str, list[dict]], path: str, episodes: int) -> None:
@@ -92,7 +101,11 @@ def main() -> None:
     labels = args.labels or args.dirs
     print(machine_line())
     print(f"command: python -m bench.learning_curve {shlex.join(sys.argv[1:])}")
-    curves = {label: curve(d, args.episodes, args.seed) for label, d in zip(labels, args.dirs)}
+    curves = {
+        name: points
+        for label, d in zip(labels, args.dirs)
+        for name, points in curves_of(d, label, args.episodes, args.seed).items()
+    }
     for label, points in curves.items():
         print(f"\n{label}:\n")
         print("| update | env steps | train min | mean score | median | win rate | steps/food |")

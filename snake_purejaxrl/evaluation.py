@@ -126,15 +126,25 @@ def eval_summary(result: dict[str, np.ndarray], max_score: int) -> dict[str, flo
     }
 
 
+def make_evaluator(config: dict, episodes: int, greedy: bool):
+    """`(params, seed) -> figures (eval_summary) of each run's agent`, compiled once: a tool that
+    scores many checkpoints of one run pays the compile once. `params` has a leading run axis."""
+    evaluate = jax.jit(jax.vmap(make_evaluate(config, episodes, greedy), in_axes=(0, None)))
+    max_score = eval_env(config).max_score
+
+    def figures(params, seed: int) -> list[dict]:
+        results = jax.device_get(evaluate(params, jax.random.PRNGKey(seed)))
+        return [
+            eval_summary(jax.tree.map(lambda x, r=r: x[r], results), max_score)
+            for r in range(config["NUM_RUNS"])
+        ]
+
+    return figures
+
+
 def evaluate_params(config: dict, params, episodes: int, greedy: bool, seed: int) -> list[dict]:
     """The figures (`eval_summary`) of each run's agent; `params` has a leading run axis."""
-    evaluate = jax.jit(jax.vmap(make_evaluate(config, episodes, greedy), in_axes=(0, None)))
-    results = jax.device_get(evaluate(params, jax.random.PRNGKey(seed)))
-    max_score = eval_env(config).max_score
-    return [
-        eval_summary(jax.tree.map(lambda x, r=r: x[r], results), max_score)
-        for r in range(config["NUM_RUNS"])
-    ]
+    return make_evaluator(config, episodes, greedy)(params, seed)
 
 
 def replay_game(config: dict, params, greedy: bool, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -2,6 +2,7 @@
 in one compile, a vmapped run checkpointed like a single one, one WandB run per configuration,
 games sharded over 2 CPU devices, and two processes training one run (jax.distributed)."""
 
+import json
 import re
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.cli_helpers import (
+    ROOT,
     SCRIPT,
     cli_env,
     history,
@@ -69,6 +71,30 @@ def test_a_vmapped_run_resumes_bit_exactly_like_a_single_one(two_seeds, tmp_path
     resumed = run_cli([*args, "--resume", "--total-timesteps", "4096"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert without_time(read_rows(tmp_path / "rows.jsonl")) == without_time(two_seeds)
+
+
+def test_the_learning_curve_of_seeds_side_by_side_scores_each_seed_at_each_checkpoint(tmp_path):
+    """bench.learning_curve on a 2-seed run: a curve per seed, whose last point is what --eval
+    scores for that seed (the same agent, games and evaluation seed)."""
+    args = [*SMALL[:-2], "--seed", "5", "--num-seeds", "2", "--checkpoint-dir", "ckpt",
+            "--checkpoint-every", "4"]  # fmt: skip
+    assert (proc := run_cli(args, tmp_path)).returncode == 0, proc.stderr
+    curve = subprocess.run(
+        [sys.executable, "-m", "bench.learning_curve", str(tmp_path / "ckpt"), "--labels", "small",
+         "--episodes", "16", "--json", str(tmp_path / "curve.json")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert curve.returncode == 0, curve.stderr
+    curves = json.loads((tmp_path / "curve.json").read_text())
+    assert list(curves) == ["small seed5", "small seed6"]
+    assert [[p["update"] for p in points] for points in curves.values()] == [[4, 8], [4, 8]]
+    evaluated = run_cli(["--eval", "ckpt", "--eval-episodes", "16", "--metrics-out", "eval.jsonl"],
+                        tmp_path)  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr
+    by_seed = {row["seed"]: row for row in read_rows(tmp_path / "eval.jsonl")}
+    for seed, points in zip((5, 6), curves.values()):
+        last = {k: v for k, v in points[-1].items() if k in by_seed[seed]}
+        assert last == {k: v for k, v in by_seed[seed].items() if k != "seed"}
 
 
 def test_a_learning_rate_sweep_trains_every_rate_and_seed_and_ends_with_a_table(tmp_path):
